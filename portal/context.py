@@ -1,0 +1,19 @@
+"""Template context: the signed-in user's organisations, for the organisation switcher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+
+def organisations(request: HttpRequest) -> dict[str, Any]:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"my_memberships": []}
+    from tenants.models import Membership, OrgStatus
+
+    memberships = list(
+        Membership.objects.filter(user=user, org__status=OrgStatus.ACTIVE).select_related("org").order_by("org__name")
+    )
+    return {"my_memberships": memberships}

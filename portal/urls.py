@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("api/v1/", include("portal.urls_api")),
+    path("admin/", admin.site.urls),
+    path("", include("portal.urls_pages")),
+]
+
+handler404 = "portal.api.json_404"
+handler500 = "portal.api.json_500"
+handler400 = "portal.api.json_400"

@@ -1,0 +1,52 @@
+"""``/api/v1/`` routes. Every tenant route starts with ``orgs/<org>/``: the acting organisation is
+always explicit."""
+
+from __future__ import annotations
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from devices import api as devices_api
+from tenants import api as tenants_api
+
+app_name = "api"
+
+ORG = "orgs/<slug:org>/"
+
+urlpatterns = [
+    path("auth/token/", tenants_api.TokenView.as_view(), name="auth-token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("applications/", tenants_api.ApplicationListView.as_view(), name="application-list"),
+    path("applications/<str:pk>/", tenants_api.ApplicationDetailView.as_view(), name="application-detail"),
+    path("applications/<str:pk>/approve/", tenants_api.ApplicationApproveView.as_view(), name="application-approve"),
+    path("applications/<str:pk>/reject/", tenants_api.ApplicationRejectView.as_view(), name="application-reject"),
+    path("invitations/accept/", tenants_api.InvitationAcceptView.as_view(), name="invitation-accept"),
+    path("orgs/", tenants_api.MyOrganisationsView.as_view(), name="org-list"),
+    path(ORG, tenants_api.OrganisationDetailView.as_view(), name="org-detail"),
+    path(ORG + "members/", tenants_api.MemberListView.as_view(), name="member-list"),
+    path(ORG + "members/<uuid:pk>/", tenants_api.MemberDetailView.as_view(), name="member-detail"),
+    path(ORG + "invitations/", tenants_api.InvitationListView.as_view(), name="invitation-list"),
+    path(ORG + "invitations/<uuid:pk>/", tenants_api.InvitationDetailView.as_view(), name="invitation-detail"),
+    path(ORG + "invitations/<uuid:pk>/revoke/", tenants_api.InvitationRevokeView.as_view(), name="invitation-revoke"),
+    path(ORG + "mandates/", tenants_api.MandateListView.as_view(), name="mandate-list"),
+    path(ORG + "mandates/<uuid:pk>/", tenants_api.MandateDetailView.as_view(), name="mandate-detail"),
+    path(ORG + "mandates/<uuid:pk>/revoke/", tenants_api.MandateRevokeView.as_view(), name="mandate-revoke"),
+    path(ORG + "contracts/", tenants_api.ContractListView.as_view(), name="contract-list"),
+    path(ORG + "contracts/<uuid:pk>/", tenants_api.ContractDetailView.as_view(), name="contract-detail"),
+    path(ORG + "consents/", tenants_api.ConsentListView.as_view(), name="consent-list"),
+    path(ORG + "consents/<uuid:pk>/", tenants_api.ConsentDetailView.as_view(), name="consent-detail"),
+    path(ORG + "devices/", devices_api.DeviceListView.as_view(), name="device-list"),
+    path(ORG + "devices/<uuid:pk>/", devices_api.DeviceDetailView.as_view(), name="device-detail"),
+    path(ORG + "secure-elements/", devices_api.SecureElementListView.as_view(), name="secure-element-list"),
+    path(ORG + "secure-elements/<uuid:pk>/", devices_api.SecureElementDetailView.as_view(), name="secure-element-detail"),
+    path(ORG + "security-domains/", devices_api.SecurityDomainListView.as_view(), name="security-domain-list"),
+    path(
+        ORG + "security-domains/<uuid:pk>/",
+        devices_api.SecurityDomainDetailView.as_view(),
+        name="security-domain-detail",
+    ),
+    path(ORG + "audit/", tenants_api.AuditListView.as_view(), name="audit-list"),
+    path(ORG + "audit/<str:pk>/", tenants_api.AuditDetailView.as_view(), name="audit-detail"),
+]
