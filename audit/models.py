@@ -55,7 +55,7 @@ class AuditEvent(models.Model):
         return f"#{self.seq} {self.tag} {self.target_repr}"
 
 
-class AuditEventOrg(models.Model):
+class AuditEventOrg(models.Model):  # noqa: DJ008
     """Index row: event ``event`` concerns organisation ``org_id`` (who may read it)."""
 
     event = models.ForeignKey(AuditEvent, on_delete=models.CASCADE, related_name="org_links")
@@ -65,7 +65,7 @@ class AuditEventOrg(models.Model):
         constraints = [models.UniqueConstraint(fields=["event", "org_id"], name="audit_event_org_unique")]
 
 
-class AuditChainHead(models.Model):
+class AuditChainHead(models.Model):  # noqa: DJ008
     """A single row holding the newest hash; writers lock it so the chain stays linear."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)

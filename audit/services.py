@@ -103,8 +103,14 @@ def audit_record(
         head.save(update_fields=["last_hash", "last_seq"])
         publish(
             concerned,
-            {"kind": "audit", "seq": event.seq, "tag": event.tag, "target": event.target_repr,
-             "actor": event.actor_username, "at": event.created_at.isoformat()},
+            {
+                "kind": "audit",
+                "seq": event.seq,
+                "tag": event.tag,
+                "target": event.target_repr,
+                "actor": event.actor_username,
+                "at": event.created_at.isoformat(),
+            },
         )
     return event
 
@@ -123,7 +129,10 @@ def audit_verify_chain(*, batch_size: int = 2000) -> int:
     last_seq = 0
     for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=batch_size):
         if event.prev_hash != prev:
-            raise ChainBreak(event.seq, "prev_hash does not match the previous event's hash (an event was removed or reordered)")
+            raise ChainBreak(
+                event.seq,
+                "prev_hash does not match the previous event's hash (an event was removed or reordered)",
+            )
         if compute_hash(event) != event.hash:
             raise ChainBreak(event.seq, "content does not match its hash (the row was edited)")
         prev = event.hash
@@ -131,5 +140,7 @@ def audit_verify_chain(*, batch_size: int = 2000) -> int:
         count += 1
     head = AuditChainHead.objects.filter(id=1).first()
     if head is not None and (head.last_hash != prev or head.last_seq != last_seq):
-        raise ChainBreak(head.last_seq, "the newest events were removed (chain head points past the last row)")
+        raise ChainBreak(
+            head.last_seq, "the newest events were removed (chain head points past the last row)"
+        )
     return count

@@ -70,7 +70,14 @@ def _secure_element_rule(actor: Actor) -> Q:
 def _security_domain_rule(actor: Actor) -> Q:
     org = actor.subject
     seen_devices = _device_ids_visible(actor)
-    q = Q(owner=org) | Q(secure_element__issuer=org) | Q(secure_element__device__subscriber=org) | Q(is_isd=True)
+    q = (
+        Q(owner=org)
+        | Q(secure_element__issuer=org)
+        | Q(secure_element__device__subscriber=org)
+        | Q(is_isd=True)
+    )
     return q & Q(secure_element__device_id__in=seen_devices) | (
-        Q(secure_element__issuer=org, secure_element__device__isnull=True) if actor.mandate is None else Q(pk__in=[])
+        Q(secure_element__issuer=org, secure_element__device__isnull=True)
+        if actor.mandate is None
+        else Q(pk__in=[])
     )

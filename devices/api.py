@@ -31,7 +31,9 @@ class DeviceDetailView(OrgScopedAPIView):
 class SecureElementListView(ListMixin, OrgScopedAPIView):
     @extend_schema(parameters=[ON_BEHALF_PARAM], responses=s.SecureElementOut(many=True))
     def get(self, request: Request, org: str) -> Response:
-        qs = visible_to(SecureElement, self.actor, Action.DEVICES_VIEW).select_related("issuer", "supplier", "device")
+        qs = visible_to(SecureElement, self.actor, Action.DEVICES_VIEW).select_related(
+            "issuer", "supplier", "device"
+        )
         return self.paginated(request, qs, s.SecureElementOut)
 
 

@@ -50,7 +50,9 @@ class Device(models.Model):
     class Meta:
         ordering = ["serial"]
         constraints = [
-            models.UniqueConstraint(fields=["manufacturer", "serial"], name="device_serial_unique_per_manufacturer")
+            models.UniqueConstraint(
+                fields=["manufacturer", "serial"], name="device_serial_unique_per_manufacturer"
+            )
         ]
 
     def __str__(self) -> str:
@@ -80,7 +82,11 @@ class SecureElement(models.Model):
     kind = models.CharField(max_length=8, choices=SecureElementKind.choices, default=SecureElementKind.SE)
     issuer = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="secure_elements_issued")
     supplier = models.ForeignKey(
-        Organisation, null=True, blank=True, on_delete=models.SET_NULL, related_name="secure_elements_supplied"
+        Organisation,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="secure_elements_supplied",
     )
     serial = models.CharField(max_length=64, help_text="IC serial number from CPLC, hex")
     cplc = models.CharField(max_length=200, blank=True, help_text="GET DATA 9F7F, hex")
@@ -91,7 +97,9 @@ class SecureElement(models.Model):
 
     class Meta:
         ordering = ["serial"]
-        constraints = [models.UniqueConstraint(fields=["issuer", "serial"], name="se_serial_unique_per_issuer")]
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "serial"], name="se_serial_unique_per_issuer")
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.serial}"
@@ -108,13 +116,19 @@ class SDLifeCycle(models.TextChoices):
 
 class SecurityDomain(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    secure_element = models.ForeignKey(SecureElement, on_delete=models.CASCADE, related_name="security_domains")
+    secure_element = models.ForeignKey(
+        SecureElement, on_delete=models.CASCADE, related_name="security_domains"
+    )
     aid = models.CharField(max_length=32, help_text="Application identifier, hex (5–16 bytes)")
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
     owner = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="security_domains")
     is_isd = models.BooleanField(default=False)
     privileges = models.JSONField(default=list, help_text="Named privileges (GP CS §11.1.2)")
-    life_cycle = models.CharField(max_length=16, choices=SDLifeCycle.choices, default=SDLifeCycle.PERSONALIZED)
+    life_cycle = models.CharField(
+        max_length=16, choices=SDLifeCycle.choices, default=SDLifeCycle.PERSONALIZED
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -10,10 +10,14 @@ from tenants.access import Action, Actor, visible_to
 
 
 def device_list(*, actor: Actor) -> Any:
-    return visible_to(Device, actor, Action.DEVICES_VIEW).select_related("manufacturer", "holder", "subscriber")
+    return visible_to(Device, actor, Action.DEVICES_VIEW).select_related(
+        "manufacturer", "holder", "subscriber"
+    )
 
 
-def device_hardware(*, actor: Actor, device: Device) -> tuple[list[SecureElement], dict[Any, list[SecurityDomain]]]:
+def device_hardware(
+    *, actor: Actor, device: Device
+) -> tuple[list[SecureElement], dict[Any, list[SecurityDomain]]]:
     """The device's secure elements and, per SE, the security domains the actor may see."""
     ses = list(
         visible_to(SecureElement, actor, Action.DEVICES_VIEW)

@@ -84,6 +84,8 @@ class DeviceDetailOut(DeviceOut):
         sds_by_se = self.context.get("sds_by_se", {})
         for se in self.context.get("secure_elements", []):
             data = dict(SecureElementOut(se, context=self.context).data)
-            data["security_domains"] = SecurityDomainOut(sds_by_se.get(se.pk, []), many=True, context=self.context).data
+            data["security_domains"] = SecurityDomainOut(
+                sds_by_se.get(se.pk, []), many=True, context=self.context
+            ).data
             out.append(data)
         return out

@@ -70,11 +70,22 @@ def secure_element_register(
             aid=isd_aid,
             owner=actor.org,
             is_isd=True,
-            privileges=["security_domain", "card_lock", "card_terminate", "card_reset", "cvm_management",
-                        "authorized_management", "global_delete", "global_lock", "global_registry"],
+            privileges=[
+                "security_domain",
+                "card_lock",
+                "card_terminate",
+                "card_reset",
+                "cvm_management",
+                "authorized_management",
+                "global_delete",
+                "global_lock",
+                "global_registry",
+            ],
         )
         concerns = [o for o in (supplier, device.manufacturer if device else None) if o]
-        audit_record(actor=actor, tag=AuditTag.SE_REGISTER, target=se, details={"serial": serial}, concerns=concerns)
+        audit_record(
+            actor=actor, tag=AuditTag.SE_REGISTER, target=se, details={"serial": serial}, concerns=concerns
+        )
     return se
 
 
@@ -90,6 +101,10 @@ def security_domain_record(
             secure_element=secure_element, aid=aid, owner=owner, parent=isd, privileges=privileges
         )
         audit_record(
-            actor=actor, tag=AuditTag.SD_REGISTER, target=sd, details={"aid": aid, "owner": owner.slug}, concerns=[owner]
+            actor=actor,
+            tag=AuditTag.SD_REGISTER,
+            target=sd,
+            details={"aid": aid, "owner": owner.slug},
+            concerns=[owner],
         )
     return sd

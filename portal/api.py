@@ -128,7 +128,12 @@ def json_404(request: Any, exception: Exception | None = None) -> Any:
 def json_500(request: Any) -> Any:
     if request.path.startswith(("/api/", "/agent/")):
         return JsonResponse(
-            {"error": {"code": "internal_error", "message": "Something went wrong on our side; it has been logged."}},
+            {
+                "error": {
+                    "code": "internal_error",
+                    "message": "Something went wrong on our side; it has been logged.",
+                }
+            },
             status=500,
         )
     from django.views.defaults import server_error
@@ -150,7 +155,9 @@ __all__ = ["ON_BEHALF_PARAM", "OrgScopedAPIView", "StrictSerializer", "exception
 class ListMixin:
     """Paginated list output for an ``OrgScopedAPIView``."""
 
-    def paginated(self, request: Request, queryset: Any, serializer_class: type[serializers.Serializer], **ctx: Any) -> Response:
+    def paginated(
+        self, request: Request, queryset: Any, serializer_class: type[serializers.Serializer], **ctx: Any
+    ) -> Response:
         from rest_framework.pagination import LimitOffsetPagination
 
         paginator = LimitOffsetPagination()

@@ -14,6 +14,8 @@ def organisations(request: HttpRequest) -> dict[str, Any]:
     from tenants.models import Membership, OrgStatus
 
     memberships = list(
-        Membership.objects.filter(user=user, org__status=OrgStatus.ACTIVE).select_related("org").order_by("org__name")
+        Membership.objects.filter(user=user, org__status=OrgStatus.ACTIVE)
+        .select_related("org")
+        .order_by("org__name")
     )
     return {"my_memberships": memberships}

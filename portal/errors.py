@@ -14,7 +14,9 @@ class DomainError(Exception):
     code: str = "error"
     status: int = 400
 
-    def __init__(self, message: str, *, code: str | None = None, fields: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, fields: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:

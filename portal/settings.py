@@ -16,6 +16,7 @@ from portal.env import ImproperEnvironment, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("TESSERA_VAR_DIR", str(BASE_DIR / "var")))
+(VAR_DIR / "static").mkdir(parents=True, exist_ok=True)
 
 # The embedded default (no DATABASE_URL, no REDIS_URL) is a developer's laptop: DEBUG defaults on
 # there and off everywhere else, so a deployment that forgets SECRET_KEY refuses to start.
@@ -89,7 +90,6 @@ DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql", "sqlit
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
 else:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -153,7 +153,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

@@ -20,16 +20,30 @@ urlpatterns = [
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
     path("applications/", tenants_api.ApplicationListView.as_view(), name="application-list"),
     path("applications/<str:pk>/", tenants_api.ApplicationDetailView.as_view(), name="application-detail"),
-    path("applications/<str:pk>/approve/", tenants_api.ApplicationApproveView.as_view(), name="application-approve"),
-    path("applications/<str:pk>/reject/", tenants_api.ApplicationRejectView.as_view(), name="application-reject"),
+    path(
+        "applications/<str:pk>/approve/",
+        tenants_api.ApplicationApproveView.as_view(),
+        name="application-approve",
+    ),
+    path(
+        "applications/<str:pk>/reject/",
+        tenants_api.ApplicationRejectView.as_view(),
+        name="application-reject",
+    ),
     path("invitations/accept/", tenants_api.InvitationAcceptView.as_view(), name="invitation-accept"),
     path("orgs/", tenants_api.MyOrganisationsView.as_view(), name="org-list"),
     path(ORG, tenants_api.OrganisationDetailView.as_view(), name="org-detail"),
     path(ORG + "members/", tenants_api.MemberListView.as_view(), name="member-list"),
     path(ORG + "members/<uuid:pk>/", tenants_api.MemberDetailView.as_view(), name="member-detail"),
     path(ORG + "invitations/", tenants_api.InvitationListView.as_view(), name="invitation-list"),
-    path(ORG + "invitations/<uuid:pk>/", tenants_api.InvitationDetailView.as_view(), name="invitation-detail"),
-    path(ORG + "invitations/<uuid:pk>/revoke/", tenants_api.InvitationRevokeView.as_view(), name="invitation-revoke"),
+    path(
+        ORG + "invitations/<uuid:pk>/", tenants_api.InvitationDetailView.as_view(), name="invitation-detail"
+    ),
+    path(
+        ORG + "invitations/<uuid:pk>/revoke/",
+        tenants_api.InvitationRevokeView.as_view(),
+        name="invitation-revoke",
+    ),
     path(ORG + "mandates/", tenants_api.MandateListView.as_view(), name="mandate-list"),
     path(ORG + "mandates/<uuid:pk>/", tenants_api.MandateDetailView.as_view(), name="mandate-detail"),
     path(ORG + "mandates/<uuid:pk>/revoke/", tenants_api.MandateRevokeView.as_view(), name="mandate-revoke"),
@@ -40,8 +54,14 @@ urlpatterns = [
     path(ORG + "devices/", devices_api.DeviceListView.as_view(), name="device-list"),
     path(ORG + "devices/<uuid:pk>/", devices_api.DeviceDetailView.as_view(), name="device-detail"),
     path(ORG + "secure-elements/", devices_api.SecureElementListView.as_view(), name="secure-element-list"),
-    path(ORG + "secure-elements/<uuid:pk>/", devices_api.SecureElementDetailView.as_view(), name="secure-element-detail"),
-    path(ORG + "security-domains/", devices_api.SecurityDomainListView.as_view(), name="security-domain-list"),
+    path(
+        ORG + "secure-elements/<uuid:pk>/",
+        devices_api.SecureElementDetailView.as_view(),
+        name="secure-element-detail",
+    ),
+    path(
+        ORG + "security-domains/", devices_api.SecurityDomainListView.as_view(), name="security-domain-list"
+    ),
     path(
         ORG + "security-domains/<uuid:pk>/",
         devices_api.SecurityDomainDetailView.as_view(),

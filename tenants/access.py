@@ -118,14 +118,23 @@ def resolve_actor(user: Any, org_slug: str, on_behalf_of: str | None = None) -> 
         return Actor(user=user, org=membership.org, member_role=membership.role)
     mandate = (
         Mandate.objects.select_related("grantor")
-        .filter(Mandate.active_q(), grantee=membership.org, grantor__slug=on_behalf_of, grantor__status=OrgStatus.ACTIVE)
+        .filter(
+            Mandate.active_q(),
+            grantee=membership.org,
+            grantor__slug=on_behalf_of,
+            grantor__status=OrgStatus.ACTIVE,
+        )
         .order_by("-created_at")
         .first()
     )
     if mandate is None:
         raise NotFoundError("No active mandate from that organisation.")
     return Actor(
-        user=user, org=membership.org, member_role=membership.role, on_behalf_of=mandate.grantor, mandate=mandate
+        user=user,
+        org=membership.org,
+        member_role=membership.role,
+        on_behalf_of=mandate.grantor,
+        mandate=mandate,
     )
 
 

@@ -38,7 +38,9 @@ class TokenView(APIView):
     def post(self, request: Request) -> Response:
         data = s.TokenIn(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
+        user = authenticate(
+            request, username=data.validated_data["username"], password=data.validated_data["password"]
+        )
         if user is None or not user.is_active:
             raise AuthFailed("Wrong username or password.")
         token, _ = Token.objects.get_or_create(user=user)
@@ -50,7 +52,9 @@ class MyOrganisationsView(ListMixin, APIView):
 
     @extend_schema(responses=s.MyOrganisationOut(many=True))
     def get(self, request: Request) -> Response:
-        memberships = Membership.objects.filter(user=request.user, org__status=OrgStatus.ACTIVE).select_related("org")
+        memberships = Membership.objects.filter(
+            user=request.user, org__status=OrgStatus.ACTIVE
+        ).select_related("org")
         roles = {m.org_id: m.role for m in memberships}
         orgs = Organisation.objects.filter(pk__in=roles).order_by("name")
         return self.paginated(request, orgs, s.MyOrganisationOut, roles=roles)
@@ -76,12 +80,19 @@ class OrganisationDetailView(OrgScopedAPIView):
         parameters=[ON_BEHALF_PARAM],
         responses=inline_serializer(
             "OrganisationDetail",
-            {"organisation": s.OrganisationOut(), "my_role": serializers.CharField(), "links": serializers.DictField()},
+            {
+                "organisation": s.OrganisationOut(),
+                "my_role": serializers.CharField(),
+                "links": serializers.DictField(),
+            },
         ),
     )
     def get(self, request: Request, org: str) -> Response:
         subject = get_visible(Organisation, self.actor, Action.ORG_VIEW, pk=self.actor.subject.pk)
-        links = {name: request.build_absolute_uri(reverse(route, kwargs={"org": org})) for name, route in COLLECTIONS.items()}
+        links = {
+            name: request.build_absolute_uri(reverse(route, kwargs={"org": org}))
+            for name, route in COLLECTIONS.items()
+        }
         return Response(
             {
                 "organisation": s.OrganisationOut(subject, context={"request": request}).data,
@@ -104,7 +115,9 @@ class ApplicationListView(ListMixin, APIView):
     @extend_schema(responses=s.ApplicationOut(many=True))
     def get(self, request: Request) -> Response:
         services.PlatformActor(request.user)
-        return self.paginated(request, Organisation.objects.filter(status=OrgStatus.PENDING), s.ApplicationOut)
+        return self.paginated(
+            request, Organisation.objects.filter(status=OrgStatus.PENDING), s.ApplicationOut
+        )
 
     @extend_schema(request=s.ApplicationIn, responses={201: s.ApplicationOut}, auth=[])
     def post(self, request: Request) -> Response:
@@ -197,7 +210,9 @@ class MemberDetailView(OrgScopedAPIView):
         membership = self._get(pk)
         data = s.MembershipRoleIn(data=request.data)
         data.is_valid(raise_exception=True)
-        membership = services.membership_set_role(actor=self.actor, membership=membership, **data.validated_data)
+        membership = services.membership_set_role(
+            actor=self.actor, membership=membership, **data.validated_data
+        )
         return Response(s.MembershipOut(membership, context={"request": request, "org": org}).data)
 
     @extend_schema(responses={204: None})
@@ -209,7 +224,9 @@ class MemberDetailView(OrgScopedAPIView):
 class InvitationListView(ListMixin, OrgScopedAPIView):
     @extend_schema(responses=s.InvitationOut(many=True))
     def get(self, request: Request, org: str) -> Response:
-        return self.paginated(request, visible_to(Invitation, self.actor, Action.MEMBERS_MANAGE), s.InvitationOut)
+        return self.paginated(
+            request, visible_to(Invitation, self.actor, Action.MEMBERS_MANAGE), s.InvitationOut
+        )
 
     @extend_schema(request=s.InvitationIn, responses={201: s.InvitationOut})
     def post(self, request: Request, org: str) -> Response:
@@ -217,7 +234,9 @@ class InvitationListView(ListMixin, OrgScopedAPIView):
         data.is_valid(raise_exception=True)
         invitation, _token = services.invitation_create(actor=self.actor, **data.validated_data)
         # The token goes only to the invitee's email, never into an API response.
-        return Response(s.InvitationOut(invitation, context={"request": request, "org": org}).data, status=201)
+        return Response(
+            s.InvitationOut(invitation, context={"request": request, "org": org}).data, status=201
+        )
 
 
 class InvitationDetailView(OrgScopedAPIView):
@@ -278,7 +297,9 @@ class MandateRevokeView(OrgScopedAPIView):
 class ContractListView(ListMixin, OrgScopedAPIView):
     @extend_schema(responses=s.ContractOut(many=True))
     def get(self, request: Request, org: str) -> Response:
-        qs = visible_to(Contract, self.actor, Action.CONTRACTS_VIEW).select_related("subscriber", "provider", "device")
+        qs = visible_to(Contract, self.actor, Action.CONTRACTS_VIEW).select_related(
+            "subscriber", "provider", "device"
+        )
         return self.paginated(request, qs, s.ContractOut)
 
 
@@ -292,7 +313,9 @@ class ContractDetailView(OrgScopedAPIView):
 class ConsentListView(ListMixin, OrgScopedAPIView):
     @extend_schema(responses=s.ConsentOut(many=True))
     def get(self, request: Request, org: str) -> Response:
-        qs = visible_to(Consent, self.actor, Action.CONSENTS_VIEW).select_related("subscriber", "grantee", "device")
+        qs = visible_to(Consent, self.actor, Action.CONSENTS_VIEW).select_related(
+            "subscriber", "grantee", "device"
+        )
         return self.paginated(request, qs, s.ConsentOut)
 
 

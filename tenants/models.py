@@ -15,7 +15,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 SLUG_RE = r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$"
-slug_validator = RegexValidator(SLUG_RE, "Use 1–50 lowercase letters, digits and inner hyphens (e.g. 'grid-operator').")
+slug_validator = RegexValidator(
+    SLUG_RE, "Use 1–50 lowercase letters, digits and inner hyphens (e.g. 'grid-operator')."
+)
 
 
 class OrgRole(models.TextChoices):
@@ -99,7 +101,9 @@ class Invitation(models.Model):
     email = models.EmailField()
     role = models.CharField(max_length=16, choices=MemberRole.choices)
     token_hash = models.CharField(max_length=64, unique=True)
-    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
@@ -139,7 +143,7 @@ class MandateAction(models.TextChoices):
 
 
 class Mandate(models.Model):
-    """"TSM X may create SDs and load keys for me on devices of SEI Y" (DESIGN §5).
+    """ "TSM X may create SDs and load keys for me on devices of SEI Y" (DESIGN §5).
 
     ``scope`` narrows the devices: ``{"issuer": "<org slug>"}``, ``{"device_kinds": [...]}``,
     ``{"serials": [...]}``; empty means every device the grantor may act on.
@@ -153,7 +157,9 @@ class Mandate(models.Model):
     valid_from = models.DateTimeField(default=timezone.now)
     valid_until = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -169,7 +175,9 @@ class Mandate(models.Model):
     @classmethod
     def active_q(cls, at: object | None = None) -> Q:
         now = at or timezone.now()
-        return Q(revoked_at__isnull=True, valid_from__lte=now) & (Q(valid_until__isnull=True) | Q(valid_until__gt=now))
+        return Q(revoked_at__isnull=True, valid_from__lte=now) & (
+            Q(valid_until__isnull=True) | Q(valid_until__gt=now)
+        )
 
     @property
     def state(self) -> str:
@@ -187,7 +195,9 @@ class Contract(models.Model):
     """A subscriber's contract with a provider for a service on one device (workflows: issue 6)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    subscriber = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="contracts_as_subscriber")
+    subscriber = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="contracts_as_subscriber"
+    )
     provider = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="contracts_as_provider")
     device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="contracts")
     service = models.CharField(max_length=120)

@@ -43,7 +43,9 @@ class MyOrganisationOut(OrganisationOut):
 class ApplicationIn(StrictSerializer):
     name = serializers.CharField(max_length=120)
     slug = serializers.CharField(max_length=50)
-    roles = serializers.ListField(child=serializers.ChoiceField(choices=OrgRole.choices), min_length=1, max_length=10)
+    roles = serializers.ListField(
+        child=serializers.ChoiceField(choices=OrgRole.choices), min_length=1, max_length=10
+    )
     contact_name = serializers.CharField(max_length=120)
     contact_email = serializers.EmailField(max_length=254)
     note = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
@@ -105,7 +107,9 @@ class InvitationOut(serializers.Serializer):
 class InvitationAcceptIn(StrictSerializer):
     token = serializers.CharField(max_length=200)
     username = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
-    password = serializers.CharField(max_length=200, required=False, allow_blank=True, default="", write_only=True)
+    password = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default="", write_only=True
+    )
     email = serializers.EmailField(max_length=254, required=False, allow_blank=True, default="")
 
 

@@ -73,7 +73,8 @@ def organisation_apply(
         raise InvalidApplication("Give the organisation's name.", fields={"name": ["required"]})
     if not re.match(SLUG_RE, slug or ""):
         raise InvalidApplication(
-            "The short name must be 1–50 lowercase letters, digits and inner hyphens.", fields={"slug": ["invalid"]}
+            "The short name must be 1–50 lowercase letters, digits and inner hyphens.",
+            fields={"slug": ["invalid"]},
         )
     unknown = [r for r in roles if r not in OrgRole.values]
     if not roles or unknown:
@@ -93,9 +94,13 @@ def organisation_apply(
                 application_note=note,
                 status=OrgStatus.PENDING,
             )
-            audit_record(actor=None, tag=AuditTag.ORG_APPLY, target=org, details={"roles": org.roles}, concerns=[org])
+            audit_record(
+                actor=None, tag=AuditTag.ORG_APPLY, target=org, details={"roles": org.roles}, concerns=[org]
+            )
     except IntegrityError:
-        raise SlugTaken(f"The short name '{slug}' is taken; choose another.", fields={"slug": ["taken"]}) from None
+        raise SlugTaken(
+            f"The short name '{slug}' is taken; choose another.", fields={"slug": ["taken"]}
+        ) from None
     return org
 
 
@@ -125,12 +130,20 @@ def organisation_reject(*, operator: PlatformActor, org: Organisation, reason: s
         )
         if not updated:
             raise ApplicationAlreadyDecided("This application was already decided.")
-        audit_record(actor=operator, tag=AuditTag.ORG_REJECT, target=org, details={"reason": reason[:500]}, concerns=[org])
+        audit_record(
+            actor=operator,
+            tag=AuditTag.ORG_REJECT,
+            target=org,
+            details={"reason": reason[:500]},
+            concerns=[org],
+        )
 
 
 def organisation_suspend(*, operator: PlatformActor, org: Organisation) -> None:
     with transaction.atomic():
-        if not Organisation.objects.filter(pk=org.pk, status=OrgStatus.ACTIVE).update(status=OrgStatus.SUSPENDED):
+        if not Organisation.objects.filter(pk=org.pk, status=OrgStatus.ACTIVE).update(
+            status=OrgStatus.SUSPENDED
+        ):
             raise ApplicationAlreadyDecided("Only an active organisation can be suspended.")
         audit_record(actor=operator, tag=AuditTag.ORG_SUSPEND, target=org, concerns=[org])
 
@@ -159,7 +172,11 @@ def _invitation_create(
         expires_at=timezone.now() + timedelta(hours=settings.INVITATION_TTL_HOURS),
     )
     audit_record(
-        actor=actor, tag=AuditTag.MEMBER_INVITE, target=invitation, details={"email": email, "role": role}, concerns=[org]
+        actor=actor,
+        tag=AuditTag.MEMBER_INVITE,
+        target=invitation,
+        details={"email": email, "role": role},
+        concerns=[org],
     )
     link = invitation_url(token)
     transaction.on_commit(
@@ -179,7 +196,9 @@ def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitatio
     one-time token (only its hash is stored); the link goes out by email on commit."""
     require(actor, Action.MEMBERS_MANAGE)
     if role not in MemberRole.values:
-        raise InvalidApplication(f"Role must be one of {', '.join(MemberRole.values)}.", fields={"role": ["invalid"]})
+        raise InvalidApplication(
+            f"Role must be one of {', '.join(MemberRole.values)}.", fields={"role": ["invalid"]}
+        )
     if role == MemberRole.OWNER and actor.member_role != MemberRole.OWNER:
         raise InvalidApplication("Only an owner may invite another owner.", fields={"role": ["invalid"]})
     with transaction.atomic():
@@ -223,7 +242,9 @@ def invitation_accept(
                     fields={"username": ["required"], "password": ["required"]},
                 )
             if len(username) > 150 or User.objects.filter(username=username).exists():
-                raise InvalidApplication("That username is taken or too long.", fields={"username": ["invalid"]})
+                raise InvalidApplication(
+                    "That username is taken or too long.", fields={"username": ["invalid"]}
+                )
             candidate = User(username=username, email=email or invitation.email)
             try:
                 validate_password(password, candidate)
@@ -234,14 +255,16 @@ def invitation_accept(
             user = candidate
         if Membership.objects.filter(user=user, org=invitation.org).exists():
             raise AlreadyMember(f"You are already a member of {invitation.org.name}.")
-        claimed = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True).update(
-            accepted_at=timezone.now(), accepted_by=user
-        )
+        claimed = Invitation.objects.filter(
+            pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True
+        ).update(accepted_at=timezone.now(), accepted_by=user)
         if not claimed:
             raise InvitationInvalid("This invitation link is not valid (it may have expired or been used).")
         membership = Membership.objects.create(user=user, org=invitation.org, role=invitation.role)
         joined = Actor(user=user, org=invitation.org, member_role=invitation.role)
-        audit_record(actor=joined, tag=AuditTag.MEMBER_JOIN, target=membership, details={"role": invitation.role})
+        audit_record(
+            actor=joined, tag=AuditTag.MEMBER_JOIN, target=membership, details={"role": invitation.role}
+        )
     return membership
 
 
@@ -252,16 +275,24 @@ def _owners_left(org: Organisation, excluding: Membership) -> int:
 def membership_set_role(*, actor: Actor, membership: Membership, role: str) -> Membership:
     require(actor, Action.MEMBERS_MANAGE)
     if role not in MemberRole.values:
-        raise InvalidApplication(f"Role must be one of {', '.join(MemberRole.values)}.", fields={"role": ["invalid"]})
+        raise InvalidApplication(
+            f"Role must be one of {', '.join(MemberRole.values)}.", fields={"role": ["invalid"]}
+        )
     if MemberRole.OWNER in (role, membership.role) and actor.member_role != MemberRole.OWNER:
         raise InvalidApplication("Only an owner may grant or take away ownership.")
     with transaction.atomic():
-        if membership.role == MemberRole.OWNER and role != MemberRole.OWNER and not _owners_left(actor.org, membership):
+        if (
+            membership.role == MemberRole.OWNER
+            and role != MemberRole.OWNER
+            and not _owners_left(actor.org, membership)
+        ):
             raise LastOwner("An organisation keeps at least one owner; make someone else owner first.")
         old = membership.role
         membership.role = role
         membership.save(update_fields=["role"])
-        audit_record(actor=actor, tag=AuditTag.MEMBER_ROLE, target=membership, details={"from": old, "to": role})
+        audit_record(
+            actor=actor, tag=AuditTag.MEMBER_ROLE, target=membership, details={"from": old, "to": role}
+        )
     return membership
 
 
@@ -273,7 +304,10 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
         if membership.role == MemberRole.OWNER and not _owners_left(actor.org, membership):
             raise LastOwner("An organisation keeps at least one owner.")
         audit_record(
-            actor=actor, tag=AuditTag.MEMBER_REMOVE, target=membership, details={"username": membership.user.username}
+            actor=actor,
+            tag=AuditTag.MEMBER_REMOVE,
+            target=membership,
+            details={"username": membership.user.username},
         )
         membership.delete()
 
@@ -300,7 +334,9 @@ def mandate_grant(
     if actor.on_behalf_of is not None:
         raise InvalidMandate("A mandate cannot be granted on someone else's behalf.")
     if grantee.pk == actor.org.pk or grantee.status != OrgStatus.ACTIVE:
-        raise InvalidMandate("The grantee must be another active organisation.", fields={"grantee": ["invalid"]})
+        raise InvalidMandate(
+            "The grantee must be another active organisation.", fields={"grantee": ["invalid"]}
+        )
     unknown = [a for a in actions if a not in MandateAction.values]
     if not actions or unknown or len(set(actions)) != len(actions):
         raise InvalidMandate(
@@ -311,7 +347,9 @@ def mandate_grant(
     now = timezone.now()
     valid_from = valid_from or now
     if valid_until is not None and valid_until <= max(valid_from, now):
-        raise InvalidMandate("valid_until must be in the future and after valid_from.", fields={"valid_until": ["invalid"]})
+        raise InvalidMandate(
+            "valid_until must be in the future and after valid_from.", fields={"valid_until": ["invalid"]}
+        )
     with transaction.atomic():
         mandate = Mandate.objects.create(
             grantor=actor.org,
@@ -340,7 +378,9 @@ def _validate_scope(scope: dict[str, Any]) -> dict[str, Any]:
     allowed = {"issuer", "device_kinds", "serials"}
     extra = set(scope) - allowed
     if extra:
-        raise InvalidMandate(f"Unknown scope keys: {', '.join(sorted(extra))}; allowed: {', '.join(sorted(allowed))}.")
+        raise InvalidMandate(
+            f"Unknown scope keys: {', '.join(sorted(extra))}; allowed: {', '.join(sorted(allowed))}."
+        )
     if "issuer" in scope and not (isinstance(scope["issuer"], str) and len(scope["issuer"]) <= 50):
         raise InvalidMandate("scope.issuer must be an organisation's short name.")
     kinds = scope.get("device_kinds", [])
@@ -362,7 +402,9 @@ def mandate_revoke(*, actor: Actor, mandate: Mandate) -> Mandate:
     if actor.on_behalf_of is not None or actor.org.pk not in (mandate.grantor_id, mandate.grantee_id):
         raise InvalidMandate("Only the grantor or the grantee may revoke a mandate.")
     with transaction.atomic():
-        if not Mandate.objects.filter(pk=mandate.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        if not Mandate.objects.filter(pk=mandate.pk, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        ):
             raise MandateNotActive("This mandate is already revoked.")
         mandate.refresh_from_db()
         audit_record(
