@@ -235,10 +235,16 @@ def _pad(data: bytes) -> bytes:
     return data + b"\x80" + bytes(-(len(data) + 1) % _BLOCK)
 
 
-def _unpad(data: bytes) -> bytes | None:
-    """Strict inverse of :func:`_pad`, ``None`` when the padding is malformed."""
+def _unpad(data: bytes, *, strict: bool) -> bytes | None:
+    """Inverse of :func:`_pad`, ``None`` when the padding is malformed.
+
+    ``strict`` also rejects padding longer than one block (GPCS B.2.3 pads to the *next*
+    multiple of 16).  The host reads leniently because a published card emulator (Samsung
+    OpenSCP-Java test data) pads an 11-byte response to 32 bytes; both readings run only after
+    the MAC has been verified, so leniency gives no padding oracle.
+    """
     end = len(data.rstrip(b"\x00"))
-    if end == 0 or data[end - 1] != 0x80 or len(data) - end >= _BLOCK:
+    if end == 0 or data[end - 1] != 0x80 or (strict and len(data) - end >= _BLOCK):
         return None
     return data[: end - 1]
 
@@ -568,7 +574,7 @@ class HostSession(_Channel):
         if self._level & R_ENCRYPTION and body:
             if len(body) % _BLOCK:
                 raise SCP03Error("encrypted response data is not a multiple of 16 bytes")
-            plain = _unpad(self._enc.cbc_decrypt(self._response_icv(), body))
+            plain = _unpad(self._enc.cbc_decrypt(self._response_icv(), body), strict=False)
             if plain is None:
                 raise SCP03Error("decrypted response data has malformed padding")
             body = plain
@@ -759,7 +765,7 @@ class CardSession(_Channel):
         if self._level & C_DECRYPTION and body:
             if len(body) % _BLOCK:
                 raise self._security_error("encrypted command data is not a multiple of 16 bytes")
-            plain = _unpad(self._enc.cbc_decrypt(self._command_icv(), body))
+            plain = _unpad(self._enc.cbc_decrypt(self._command_icv(), body), strict=True)
             if plain is None:
                 raise self._security_error("decrypted command data has malformed padding")
             body = plain
