@@ -19,7 +19,7 @@ class SecurityDomainOut(serializers.Serializer):
     aid = serializers.CharField()
     is_isd = serializers.BooleanField()
     owner = serializers.CharField(source="owner.slug")
-    parent = serializers.SerializerMethodField()
+    parent_aid = serializers.SerializerMethodField()
     secure_element = serializers.UUIDField(source="secure_element_id")
     privileges = serializers.ListField(child=serializers.CharField())
     life_cycle = serializers.CharField()
@@ -27,7 +27,7 @@ class SecurityDomainOut(serializers.Serializer):
     def get_url(self, obj: Any) -> str:
         return abs_url(self.context, "api:security-domain-detail", org=org_slug(self.context), pk=obj.pk)
 
-    def get_parent(self, obj: Any) -> str | None:
+    def get_parent_aid(self, obj: Any) -> str | None:
         return obj.parent.aid if obj.parent_id else None
 
 

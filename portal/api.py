@@ -63,8 +63,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         msg = f"Invalid input: {first[0]}: {_flatten(first[1])}" if first[0] else "Invalid input."
         resp = _error(code, msg, response.status_code, detail)
     else:
-        detail = getattr(exc, "detail", str(exc))
-        resp = _error(code, str(detail), response.status_code)
+        resp = _error(code, str(getattr(exc, "detail", exc)), response.status_code)
     for header in ("WWW-Authenticate", "Allow", "Retry-After"):
         if header in response:
             resp[header] = response[header]
@@ -161,7 +160,7 @@ class ListMixin:
         from rest_framework.pagination import LimitOffsetPagination
 
         paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(queryset, request, view=self)  # type: ignore[arg-type]
+        page: Any = paginator.paginate_queryset(queryset, request, view=self)  # type: ignore[arg-type]
         data = serializer_class(page, many=True, context=self.context(request, **ctx)).data
         return paginator.get_paginated_response(data)
 

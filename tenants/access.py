@@ -224,3 +224,11 @@ def _consent_rule(actor: Actor) -> Q:
 @rule(AuditEvent)
 def _audit_rule(actor: Actor) -> Q:
     return Q(pk__in=AuditEventOrg.objects.filter(org_id=actor.subject.pk).values("event_id"))
+
+
+def memberships_of(user: Any) -> QuerySet[Membership]:
+    """The user's memberships in active organisations: the only cross-organisation read a user
+    has, used by the organisation switcher and ``GET /api/v1/orgs/``."""
+    if not getattr(user, "is_authenticated", False):
+        return Membership.objects.none()
+    return Membership.objects.filter(user_id=user.pk, org__status=OrgStatus.ACTIVE).select_related("org")

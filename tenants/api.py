@@ -19,7 +19,7 @@ from portal.api import ON_BEHALF_PARAM, ListMixin, OrgScopedAPIView
 from portal.errors import DomainError, NotFoundError
 from tenants import serializers as s
 from tenants import services
-from tenants.access import Action, get_visible, visible_to
+from tenants.access import Action, get_visible, memberships_of, visible_to
 from tenants.models import Consent, Contract, Invitation, Mandate, Membership, Organisation, OrgStatus
 
 
@@ -52,12 +52,9 @@ class MyOrganisationsView(ListMixin, APIView):
 
     @extend_schema(responses=s.MyOrganisationOut(many=True))
     def get(self, request: Request) -> Response:
-        memberships = Membership.objects.filter(
-            user=request.user, org__status=OrgStatus.ACTIVE
-        ).select_related("org")
+        memberships = list(memberships_of(request.user).order_by("org__name"))
         roles = {m.org_id: m.role for m in memberships}
-        orgs = Organisation.objects.filter(pk__in=roles).order_by("name")
-        return self.paginated(request, orgs, s.MyOrganisationOut, roles=roles)
+        return self.paginated(request, [m.org for m in memberships], s.MyOrganisationOut, roles=roles)
 
 
 COLLECTIONS = {
@@ -109,7 +106,7 @@ class OrganisationDetailView(OrgScopedAPIView):
 class ApplicationListView(ListMixin, APIView):
     """Apply to join (anyone); list pending applications (platform operators)."""
 
-    def get_permissions(self) -> list[Any]:
+    def get_permissions(self) -> Any:
         return [AllowAny()] if self.request.method == "POST" else super().get_permissions()
 
     @extend_schema(responses=s.ApplicationOut(many=True))

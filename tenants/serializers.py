@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import reverse
@@ -11,13 +12,13 @@ from portal.api import StrictSerializer
 from tenants.models import MandateAction, MemberRole, OrgRole
 
 
-def abs_url(context: dict[str, Any], name: str, **kwargs: Any) -> str:
+def abs_url(context: Mapping[str, Any], name: str, **kwargs: Any) -> str:
     path = reverse(name, kwargs=kwargs)
     request = context.get("request")
     return request.build_absolute_uri(path) if request is not None else path
 
 
-def org_slug(context: dict[str, Any]) -> str:
+def org_slug(context: Mapping[str, Any]) -> str:
     return context["org"]
 
 
