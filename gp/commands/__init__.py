@@ -1,0 +1,137 @@
+"""Typed builders and parsers for the GlobalPlatform card-management commands (GP CS v2.3.1 ch. 11).
+
+Each command is a frozen dataclass: ``to_apdu()`` builds the :class:`gp.apdu.CommandAPDU`,
+``from_apdu()`` (or a ``parse_*`` function) turns a received command back into the typed value and
+raises :class:`gp.errors.ParseError` on anything malformed.  Response data objects have ``parse`` /
+``encode``.  Privileges and life cycles are typed values (:mod:`gp.commands.types`), never raw bytes.
+"""
+
+from __future__ import annotations
+
+from gp.commands.get_data import (
+    CPLC,
+    CardRecognitionData,
+    GetData,
+    KeyInformation,
+    encode_key_information,
+    parse_key_information,
+)
+from gp.commands.install import (
+    Confirmation,
+    InstallFor,
+    InstallForExtradition,
+    InstallForInstall,
+    InstallForLoad,
+    InstallForMakeSelectable,
+    InstallForPersonalization,
+    InstallForRegistryUpdate,
+    InstallParameters,
+    Load,
+    LoadParameters,
+    load_blocks,
+    parse_install,
+    token_data,
+)
+from gp.commands.keys import (
+    ClearKey,
+    DeleteKey,
+    DeleteObject,
+    KeyCheckError,
+    PutKey,
+    PutKeyResponse,
+    parse_delete,
+)
+from gp.commands.select import (
+    FCI,
+    ExternalAuthenticate,
+    InitializeUpdate,
+    InitializeUpdateResponse,
+    ManageChannel,
+    Select,
+)
+from gp.commands.status import (
+    GetStatus,
+    RegistryEntry,
+    SetStatus,
+    SetStatusScope,
+    StatusScope,
+    parse_status_response,
+)
+from gp.commands.store_data import (
+    DGI,
+    DataStructure,
+    Encryption,
+    StoreData,
+    encode_dgis,
+    parse_dgis,
+    store_data_commands,
+)
+from gp.commands.types import (
+    AID,
+    ApplicationLifeCycle,
+    CardLifeCycle,
+    Ins,
+    KeyType,
+    LifeCycle,
+    LoadFileLifeCycle,
+    Privileges,
+    SecurityDomainLifeCycle,
+)
+
+__all__ = [
+    "AID",
+    "CPLC",
+    "DGI",
+    "FCI",
+    "ApplicationLifeCycle",
+    "CardLifeCycle",
+    "CardRecognitionData",
+    "ClearKey",
+    "Confirmation",
+    "DataStructure",
+    "DeleteKey",
+    "DeleteObject",
+    "Encryption",
+    "ExternalAuthenticate",
+    "GetData",
+    "GetStatus",
+    "InitializeUpdate",
+    "InitializeUpdateResponse",
+    "Ins",
+    "InstallFor",
+    "InstallForExtradition",
+    "InstallForInstall",
+    "InstallForLoad",
+    "InstallForMakeSelectable",
+    "InstallForPersonalization",
+    "InstallForRegistryUpdate",
+    "InstallParameters",
+    "KeyCheckError",
+    "KeyInformation",
+    "KeyType",
+    "LifeCycle",
+    "Load",
+    "LoadFileLifeCycle",
+    "LoadParameters",
+    "ManageChannel",
+    "Privileges",
+    "PutKey",
+    "PutKeyResponse",
+    "RegistryEntry",
+    "SecurityDomainLifeCycle",
+    "Select",
+    "SetStatus",
+    "SetStatusScope",
+    "StatusScope",
+    "StoreData",
+    "encode_dgis",
+    "encode_key_information",
+    "load_blocks",
+    "parse_delete",
+    "parse_dgis",
+    "parse_install",
+    "parse_key_information",
+    "parse_status_response",
+    "store_data_commands",
+    "token_data",
+]
