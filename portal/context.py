@@ -11,11 +11,6 @@ def organisations(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"my_memberships": []}
-    from tenants.models import Membership, OrgStatus
+    from tenants.access import memberships_of
 
-    memberships = list(
-        Membership.objects.filter(user=user, org__status=OrgStatus.ACTIVE)
-        .select_related("org")
-        .order_by("org__name")
-    )
-    return {"my_memberships": memberships}
+    return {"my_memberships": list(memberships_of(user).order_by("org__name"))}
