@@ -34,6 +34,7 @@ from __future__ import annotations
 import hmac
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -122,31 +123,52 @@ class SCP03Error(GPError):
 class _Aes:
     """One AES key with the cipher objects reused for every operation on it.
 
-    The CMAC context is primed once and copied per message (the copy carries the expanded key),
-    and a single ECB encryptor serves every one-block operation (ICVs, KCVs).  CBC needs a fresh
-    context per message because its IV differs.
+    Creating a ``cryptography`` cipher context costs more than the AES work on an APDU, so:
+    the CMAC context is primed once and copied per message (the copy carries the expanded key);
+    one ECB encryptor and one ECB decryptor, created on first use, serve everything else.
+    CBC decryption is a single ECB pass XORed with the shifted ciphertext; CBC encryption of
+    APDU-sized data chains blocks through the ECB encryptor, and only long data gets a fresh CBC
+    context.  ECB here is a building block, never a mode applied to data on its own.
     """
 
-    __slots__ = ("_algorithm", "_cmac", "_ecb")
+    __slots__ = ("_algorithm", "_cmac", "_ecb", "_ecb_dec")
+
+    _CBC_LOOP_MAX = 16 * 16  # bytes; above this a native CBC context is cheaper than the loop
 
     def __init__(self, key: bytes) -> None:
         self._algorithm = algorithms.AES(key)
         self._cmac = cmac.CMAC(self._algorithm)
-        self._ecb = Cipher(self._algorithm, modes.ECB()).encryptor()  # noqa: S305 - single blocks only
+        self._ecb: Any = None
+        self._ecb_dec: Any = None
 
     def __repr__(self) -> str:
         return "_Aes(<secret>)"
 
     def encrypt_block(self, block: bytes) -> bytes:
+        if self._ecb is None:
+            self._ecb = Cipher(self._algorithm, modes.ECB()).encryptor()  # noqa: S305 - see class docstring
         return self._ecb.update(block)
 
     def cbc_encrypt(self, iv: bytes, data: bytes) -> bytes:
-        enc = Cipher(self._algorithm, modes.CBC(iv)).encryptor()
-        return enc.update(data) + enc.finalize()
+        if len(data) > self._CBC_LOOP_MAX:
+            enc = Cipher(self._algorithm, modes.CBC(iv)).encryptor()
+            return enc.update(data) + enc.finalize()
+        out = bytearray()
+        chain = int.from_bytes(iv, "big")
+        for i in range(0, len(data), _BLOCK):
+            block = self.encrypt_block(
+                (chain ^ int.from_bytes(data[i : i + _BLOCK], "big")).to_bytes(_BLOCK, "big")
+            )
+            out += block
+            chain = int.from_bytes(block, "big")
+        return bytes(out)
 
     def cbc_decrypt(self, iv: bytes, data: bytes) -> bytes:
-        dec = Cipher(self._algorithm, modes.CBC(iv)).decryptor()
-        return dec.update(data) + dec.finalize()
+        if self._ecb_dec is None:
+            self._ecb_dec = Cipher(self._algorithm, modes.ECB()).decryptor()  # noqa: S305 - see class docstring
+        decrypted = self._ecb_dec.update(data)
+        mask = iv + data[:-_BLOCK]
+        return (int.from_bytes(decrypted, "big") ^ int.from_bytes(mask, "big")).to_bytes(len(data), "big")
 
 
 def _cmac(key: _Aes, message: bytes) -> bytes:
@@ -259,6 +281,7 @@ class StaticKeys:
     enc: bytes
     mac: bytes
     dek: bytes
+    _ciphers: tuple[_Aes, _Aes] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("enc", "mac", "dek"):
@@ -269,6 +292,8 @@ class StaticKeys:
             object.__setattr__(self, name, bytes(value))
         if not len(self.enc) == len(self.mac) == len(self.dek):
             raise UsageError("Key-ENC, Key-MAC and Key-DEK must have the same length (Amd D §6.1)")
+        # Cipher objects for Key-ENC and Key-MAC, built once per key set and shared by its sessions.
+        object.__setattr__(self, "_ciphers", (_Aes(self.enc), _Aes(self.mac)))
 
     @property
     def key_length(self) -> int:
@@ -342,7 +367,7 @@ class _Channel:
         self._card_challenge = card_challenge
         context = self._host_challenge + card_challenge
         bits = 8 * self._static.key_length
-        static_enc, static_mac = _Aes(self._static.enc), _Aes(self._static.mac)
+        static_enc, static_mac = self._static._ciphers
         self._keys = SessionKeys(
             _derive(static_enc, DC_S_ENC, context, bits),
             _derive(static_mac, DC_S_MAC, context, bits),
@@ -650,7 +675,7 @@ class CardSession(_Channel):
             session._sequence_counter = sequence_counter
             trailer = sequence_counter.to_bytes(3, "big")
             context = trailer + session._aid
-            card_challenge = _derive(_Aes(keys.enc), DC_CARD_CHALLENGE, context, 8 * n)
+            card_challenge = _derive(keys._ciphers[0], DC_CARD_CHALLENGE, context, 8 * n)
         elif card_challenge is None:
             card_challenge = os.urandom(n)
         elif len(card_challenge) != n:

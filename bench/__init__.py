@@ -1,0 +1,1 @@
+"""Micro-benchmarks, run as modules: ``python -m bench.<name>`` (see bench/README.md)."""
