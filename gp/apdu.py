@@ -175,6 +175,8 @@ class CommandAPDU:
 
     @property
     def uses_extended_length(self) -> bool:
+        if not self.data and self.le is None:
+            return False  # case 1 has no length fields to extend
         return self.extended or len(self.data) > 255 or (self.le is not None and self.le > 256)
 
     @property

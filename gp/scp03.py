@@ -288,7 +288,7 @@ class StaticKeys:
             value = getattr(self, name)
             if not isinstance(value, bytes | bytearray):
                 raise UsageError(f"Key-{name.upper()} must be bytes")
-            _check_key(value, f"Key-{name.upper()}")
+            _check_key(bytes(value), f"Key-{name.upper()}")
             object.__setattr__(self, name, bytes(value))
         if not len(self.enc) == len(self.mac) == len(self.dek):
             raise UsageError("Key-ENC, Key-MAC and Key-DEK must have the same length (Amd D §6.1)")
