@@ -6,6 +6,8 @@ import itertools
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gp.errors import GPError, UsageError
 from gp.scp03 import (
@@ -418,3 +420,38 @@ def test_r_encryption_level_encrypts_success_responses_only() -> None:
     card.unwrap_command(host.wrap(bytes.fromhex("80CA006600")))
     assert card.wrap_response(b"ignored", 0x6A88) == b"\x6a\x88"
     assert C_MAC & host.security_level
+
+
+# --- fuzzing the card's attack surface ----------------------------------------------------------
+
+_FUZZ_KEYS = make_keys(16)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(sorted(VALID_SECURITY_LEVELS)))
+def test_card_meets_arbitrary_command_bytes_with_gp_errors_only(raw: bytes, level: int) -> None:
+    host, card = open_pair(_FUZZ_KEYS, level=level)
+    try:
+        card.unwrap_command(raw)
+    except GPError:
+        pass
+    response = card.wrap_response(b"", 0x9000)
+    try:
+        host.unwrap(response)
+    except GPError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=64))
+def test_card_answers_arbitrary_external_authenticate_bytes_with_a_status_word(raw: bytes) -> None:
+    card, _ = _card_and_ext_auth()
+    assert card.external_authenticate(raw) in {0x9000, 0x6300, 0x6700, 0x6982, 0x6A86, 0x6D00, 0x6E00}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=80))
+def test_host_meets_arbitrary_initialize_update_responses_with_scp03_errors_only(raw: bytes) -> None:
+    host = HostSession(_FUZZ_KEYS, security_level=0x33, host_challenge=bytes(8))
+    with pytest.raises(SCP03Error):
+        host.external_authenticate(raw)
