@@ -1,0 +1,26 @@
+"""The software Secure Element: a GlobalPlatform Card Specification v2.3.1 card minus the Java Card VM.
+
+- :mod:`gp.card.softcard` — :class:`SoftCard`, the card and its transaction model.
+- :mod:`gp.card.dispatcher` — OPEN command dispatch, logical channels, selection, SCP03 sessions.
+- :mod:`gp.card.sd` — Security Domain commands (card content management, keys, status).
+- :mod:`gp.card.registry` — GP Registry queries and a read-only view for tests.
+- :mod:`gp.card.state` — the persistent data model; :mod:`gp.card.storage` — sealed atomic files.
+- :mod:`gp.card.vpcd` — connects a card to pcscd through vsmartcard's vpcd reader.
+"""
+
+from __future__ import annotations
+
+from gp.card.registry import RegistryView
+from gp.card.sd import SD_LOAD_FILE_AID, SD_MODULE_AID
+from gp.card.softcard import ATR, ISD_PRIVILEGES, SoftCard
+from gp.card.storage import StorageError
+
+__all__ = [
+    "ATR",
+    "ISD_PRIVILEGES",
+    "SD_LOAD_FILE_AID",
+    "SD_MODULE_AID",
+    "RegistryView",
+    "SoftCard",
+    "StorageError",
+]

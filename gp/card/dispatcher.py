@@ -1,0 +1,272 @@
+"""Command dispatch of the OPEN: logical channels, selection, secure channel sessions.
+
+- Command dispatch and class byte checks: GP CS v2.3.1 §6.3, §11.1.4 (Tables 11-11, 11-12).
+- Logical channels and application selection: GP CS v2.3.1 §6.4 (basic and supplementary
+  channels; MANAGE CHANNEL per ISO/IEC 7816-4 §11.1.2; channels 0-19); SELECT §11.9 (partial
+  AIDs and next occurrence; ``6283`` warning when the card is CARD_LOCKED; locked or INSTALLED
+  applications are not selectable); the application with the Card Reset privilege (or the ISD) is
+  selected on the basic channel after reset.
+- Secure channel: one SCP03 session per logical channel (Amd D v1.2 §5), started by INITIALIZE
+  UPDATE on the selected SD, ended by SELECT, MANAGE CHANNEL close, reset or a security error;
+  once authenticated every command is checked against the session's security level (§5.6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gp.apdu import CommandAPDU
+from gp.card.sd import SW_OK, CardError, ChannelContext, process
+from gp.card.state import Application, CardState
+from gp.commands.get_data import CardRecognitionData
+from gp.commands.select import FCI
+from gp.commands.types import AID, CardLifeCycle, Privileges
+from gp.errors import GPError, ParseError
+from gp.scp03 import CardSession, SCP03Error
+
+__all__ = ["Channel", "Dispatcher"]
+
+MAX_CHANNELS = 20
+SW_WARNING_LOCKED = 0x6283
+SW_NOT_FOUND_APP = 0x6A82
+SW_CHANNEL = 0x6881
+SW_CHAINING = 0x6884
+SW_CLA = 0x6E00
+SW_INS = 0x6D00
+SW_WRONG_LENGTH = 0x6700
+SW_FUNCTION = 0x6A81
+SW_P1P2 = 0x6A86
+SW_CONDITIONS = 0x6985
+SW_NOT_FOUND = 0x6A88
+
+
+@dataclass
+class Channel:
+    number: int
+    selected: AID | None = None
+    session: CardSession | None = None
+    ctx: ChannelContext = field(default_factory=ChannelContext)
+
+    def end_session(self) -> None:
+        self.session = None
+        self.ctx.clear()
+        self.ctx.decrypt = None
+        self.ctx.authenticated = False
+
+
+def _sw(sw: int, data: bytes = b"") -> bytes:
+    return data + sw.to_bytes(2, "big")
+
+
+class Dispatcher:
+    """Routes APDUs; holds the transient state (channels, sessions) of one powered-on card."""
+
+    def __init__(self, state: CardState) -> None:
+        self.state = state
+        self.channels: dict[int, Channel] = {}
+        self.reset()
+
+    # -- power / channels --
+
+    def reset(self) -> None:
+        """Power-on or warm reset: only the basic channel, default application selected, no sessions."""
+        for ch in self.channels.values():
+            ch.end_session()
+        self.channels = {0: Channel(0, self._default_selected())}
+
+    def _default_selected(self) -> AID | None:
+        if self.state.life_cycle is CardLifeCycle.TERMINATED:
+            return None
+        for app in self.state.applications.values():
+            if app.aid != self.state.isd_aid and app.has(Privileges.CARD_RESET) and self._selectable(app):
+                return app.aid
+        return self.state.isd_aid
+
+    def selected_aids(self, *, except_channel: int | None = None) -> set[AID]:
+        return {
+            c.selected for n, c in self.channels.items() if c.selected is not None and n != except_channel
+        }
+
+    def _selectable(self, app: Application) -> bool:
+        if app.aid == self.state.isd_aid:
+            return self.state.life_cycle is not CardLifeCycle.TERMINATED
+        if self.state.life_cycle in (CardLifeCycle.CARD_LOCKED, CardLifeCycle.TERMINATED):
+            return False
+        return app.life_cycle.selectable
+
+    # -- entry point --
+
+    def process(self, raw: bytes) -> bytes:
+        try:
+            cmd = CommandAPDU.parse(raw)
+        except ParseError:
+            if len(raw) >= 1 and raw[0] == 0xFF:
+                return _sw(SW_CLA)
+            return _sw(SW_WRONG_LENGTH)
+        try:
+            number = cmd.channel
+        except GPError:
+            return _sw(SW_CLA)
+        if cmd.uses_extended_length:
+            return _sw(SW_WRONG_LENGTH)
+        if cmd.is_chained:
+            return _sw(SW_CHAINING)
+        ch = self.channels.get(number)
+        if ch is None:
+            return _sw(SW_CHANNEL)
+        if cmd.ins == 0x70:
+            return self._manage_channel(ch, cmd)
+        if cmd.ins == 0xA4:
+            return self._select(ch, cmd)
+        if cmd.ins == 0xC0 and not cmd.is_proprietary:
+            return _sw(SW_CONDITIONS)  # responses always fit: nothing is ever pending
+        if ch.selected is None:
+            return _sw(SW_CONDITIONS)
+        app = self.state.applications.get(ch.selected)
+        if app is None:  # deleted while selected elsewhere cannot happen; stay defensive
+            ch.selected = None
+            return _sw(SW_CONDITIONS)
+        if not app.is_security_domain:
+            return _sw(SW_INS)  # no Java Card VM: applications answer nothing but SELECT
+        return self._security_domain(ch, app, cmd, raw)
+
+    # -- MANAGE CHANNEL / SELECT --
+
+    def _manage_channel(self, ch: Channel, cmd: CommandAPDU) -> bytes:
+        if cmd.is_proprietary or cmd.secure_messaging:
+            return _sw(SW_CLA)
+        if cmd.data or cmd.p1 not in (0x00, 0x80):
+            return _sw(SW_P1P2 if cmd.p1 not in (0x00, 0x80) else SW_WRONG_LENGTH)
+        if cmd.p1 == 0x80:
+            target = self.channels.get(cmd.p2)
+            if cmd.p2 == 0 or target is None:
+                return _sw(SW_P1P2)
+            target.end_session()
+            del self.channels[cmd.p2]
+            return _sw(SW_OK)
+        if cmd.p2 == 0:
+            free = [n for n in range(1, MAX_CHANNELS) if n not in self.channels]
+            if not free:
+                return _sw(SW_FUNCTION)
+            number = free[0]
+        else:
+            number = cmd.p2
+            if number >= MAX_CHANNELS or number in self.channels:
+                return _sw(SW_P1P2)
+        # ISO/IEC 7816-4: from the basic channel the default application, otherwise the origin's.
+        selected = self._default_selected() if ch.number == 0 else ch.selected
+        self.channels[number] = Channel(number, selected)
+        return _sw(SW_OK, bytes([number]) if cmd.p2 == 0 else b"")
+
+    def _select(self, ch: Channel, cmd: CommandAPDU) -> bytes:
+        if cmd.is_proprietary or cmd.secure_messaging:
+            return _sw(SW_CLA)
+        if cmd.p1 != 0x04:
+            return _sw(SW_P1P2)  # selection by name only (no file system)
+        if cmd.p2 not in (0x00, 0x02):
+            return _sw(SW_P1P2)
+        if len(cmd.data) > 16:
+            return _sw(SW_WRONG_LENGTH)
+        target = self._find(
+            cmd.data or self.state.isd_aid, next_after=ch.selected if cmd.p2 == 0x02 else None
+        )
+        if target is None:
+            return _sw(SW_NOT_FOUND_APP)
+        ch.end_session()
+        ch.selected = target.aid
+        if target.is_security_domain:
+            sdm = CardRecognitionData(i_param=self.state.i_param).encode()[4:]  # the 73 template's value
+            fci = FCI(target.aid, sdm, 255).encode()
+        else:
+            fci = FCI(target.aid).encode()
+        locked = self.state.life_cycle is CardLifeCycle.CARD_LOCKED
+        return _sw(SW_WARNING_LOCKED if locked else SW_OK, fci)
+
+    def _find(self, prefix: bytes, *, next_after: AID | None) -> Application | None:
+        candidates = [
+            a for a in self.state.applications.values() if a.aid.startswith(prefix) and self._selectable(a)
+        ]
+        if next_after is None:
+            return candidates[0] if candidates else None
+        aids = [a.aid for a in candidates]
+        if next_after in aids:
+            i = aids.index(next_after)
+            return candidates[i + 1] if i + 1 < len(candidates) else None
+        return candidates[0] if candidates else None
+
+    # -- Security Domain: secure channel then command processing --
+
+    def _security_domain(self, ch: Channel, sd: Application, cmd: CommandAPDU, raw: bytes) -> bytes:
+        if cmd.ins == 0x50:
+            return self._initialize_update(ch, sd, cmd)
+        if cmd.ins == 0x82:
+            session = ch.session
+            if session is None or session.authenticated or session.aborted:
+                return _sw(SW_CONDITIONS)
+            sw = session.external_authenticate(raw)
+            if sw != SW_OK:
+                ch.end_session()
+                return _sw(sw)
+            ch.ctx.authenticated = True
+            ch.ctx.decrypt = session.decrypt_sensitive
+            return _sw(sw)
+        session = ch.session
+        if session is not None and not session.authenticated:
+            ch.end_session()  # anything but EXTERNAL AUTHENTICATE abandons the handshake
+            session = None
+        if session is not None:
+            try:
+                plain = CommandAPDU.parse(session.unwrap_command(raw))
+            except SCP03Error as e:
+                ch.end_session()
+                return _sw(e.sw or 0x6982)
+            except GPError:
+                return _sw(SW_WRONG_LENGTH)
+        else:
+            if cmd.secure_messaging:
+                return _sw(0x6982)
+            plain = cmd
+        try:
+            data, sw = process(self.state, ch.ctx, sd, plain, self.selected_aids(except_channel=ch.number))
+        except CardError as e:
+            data, sw = b"", e.sw
+        if session is not None:
+            return session.wrap_response(data, sw)
+        return _sw(sw, data)
+
+    def _initialize_update(self, ch: Channel, sd: Application, cmd: CommandAPDU) -> bytes:
+        ch.end_session()
+        if not cmd.is_proprietary or cmd.secure_messaging:
+            return _sw(SW_CLA)
+        if self.state.life_cycle is CardLifeCycle.TERMINATED:
+            return _sw(SW_CONDITIONS)
+        if cmd.p2 != 0x00:
+            return _sw(SW_P1P2)
+        if len(cmd.data) not in (8, 16):
+            return _sw(SW_WRONG_LENGTH)
+        kvn = cmd.p1 or sd.keys.default_scp03_kvn()
+        keyset = sd.keys.sets.get(kvn) if kvn is not None else None
+        keys = keyset.scp03() if keyset is not None else None
+        if keyset is None or keys is None:
+            return _sw(SW_NOT_FOUND)
+        counter = keyset.sequence_counter
+        if counter > 0xFFFFFF:
+            return _sw(SW_CONDITIONS)
+        diversification = (self.state.cplc[13:17] + self.state.cin)[:10].ljust(10, b"\x00")
+        try:
+            session, data = CardSession.begin(
+                keys,
+                host_challenge=cmd.data,
+                key_version=keyset.kvn,
+                i_param=self.state.i_param,
+                sequence_counter=counter,
+                aid=sd.aid,
+                diversification_data=diversification,
+            )
+        except SCP03Error as e:
+            return _sw(e.sw or SW_CONDITIONS)
+        except GPError:
+            return _sw(0x6F00)
+        keyset.sequence_counter = counter + 1
+        ch.session = session
+        return _sw(SW_OK, data)

@@ -1,0 +1,220 @@
+"""The software Secure Element: a GlobalPlatform v2.3.1 card without a Java Card VM.
+
+:class:`SoftCard` owns the persistent :class:`~gp.card.state.CardState` and a
+:class:`~gp.card.dispatcher.Dispatcher` for the transient part.  ``transmit`` never raises:
+
+1. The dispatcher processes the APDU (status words for every refusal, GP CS v2.3.1 Table 11-10).
+2. A command answered with an error status word leaves the persistent state exactly as it was:
+   the state is restored from the last committed snapshot ("changes nothing").
+3. A successful command that changed the state is committed: serialised, sealed and atomically
+   written (:mod:`gp.card.storage`).  If that write fails the in-memory state is restored too and
+   the card answers ``6581`` (memory failure), like a card whose NVM write failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from gp.apdu import is_success_or_warning
+from gp.card import storage
+from gp.card.dispatcher import Dispatcher
+from gp.card.registry import RegistryView
+from gp.card.sd import SD_LOAD_FILE_AID, SD_MODULE_AID
+from gp.card.state import Application, CardState, Key, KeySet, KeyStore, LoadFile
+from gp.commands.get_data import CPLC
+from gp.commands.types import AID, CardLifeCycle, KeyType, LifeCycle, Privileges
+from gp.errors import GPError
+from gp.scp03 import StaticKeys
+
+__all__ = ["ATR", "ISD_PRIVILEGES", "SoftCard"]
+
+log = logging.getLogger(__name__)
+
+# TS=3B, T0=8A (TD1, 10 historical bytes), TD1=80 (T=0, TD2), TD2=01 (T=1), "TESSERA-SE", TCK.
+_ATR_BODY = bytes([0x8A, 0x80, 0x01]) + b"TESSERA-SE"
+
+
+def _tck(body: bytes) -> int:
+    x = 0
+    for b in body:
+        x ^= b
+    return x
+
+
+ATR = b"\x3b" + _ATR_BODY + bytes([_tck(_ATR_BODY)])
+
+ISD_PRIVILEGES = (
+    Privileges.SECURITY_DOMAIN
+    | Privileges.CARD_LOCK
+    | Privileges.CARD_TERMINATE
+    | Privileges.CARD_RESET
+    | Privileges.CVM_MANAGEMENT
+    | Privileges.TRUSTED_PATH
+    | Privileges.AUTHORIZED_MANAGEMENT
+    | Privileges.TOKEN_VERIFICATION
+    | Privileges.GLOBAL_DELETE
+    | Privileges.GLOBAL_LOCK
+    | Privileges.GLOBAL_REGISTRY
+    | Privileges.FINAL_APPLICATION
+    | Privileges.RECEIPT_GENERATION
+)
+
+
+def _serialise(state: CardState) -> bytes:
+    return json.dumps(state.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+
+class SoftCard:
+    """A GlobalPlatform card in software; see the module docstring for the transaction model."""
+
+    def __init__(self, state: CardState, *, path: str | None, state_key: bytes | None) -> None:
+        self._path = path
+        self._key = storage.resolve_state_key(path, state_key) if path is not None else None
+        self._state = state
+        self._committed = _serialise(state)
+        self._dispatcher = Dispatcher(state)
+
+    # -- construction --
+
+    @classmethod
+    def create(
+        cls,
+        path: str | None,
+        *,
+        isd_aid: bytes,
+        keys: StaticKeys,
+        key_version: int,
+        i_param: int = 0x70,
+        sequence_counter: int = 1,
+        state_key: bytes | None = None,
+        serial: bytes | None = None,
+        memory_capacity: int = 256 * 1024,
+    ) -> SoftCard:
+        """A fresh card in OP_READY with the SD load file pre-loaded and one SCP03 key set on the ISD."""
+        isd = AID(isd_aid)
+        if not 1 <= key_version <= 0x7F and key_version != 0xFF:
+            raise GPError(f"key version {key_version:#x} outside 01..7F (or FF)")
+        serial = serial if serial is not None else os.urandom(4)
+        if len(serial) != 4:
+            raise GPError("the IC serial number is 4 bytes")
+        cplc = CPLC(
+            ic_fabricator=b"\x54\x53",  # "TS"
+            ic_type=b"\x00\x01",
+            os_identifier=b"\x54\x53",
+            os_release_date=b"\x60\x01",
+            os_release_level=b"\x02\x31",
+            ic_serial_number=serial,
+        )
+        keyset = KeySet(
+            key_version,
+            {
+                1: Key(1, KeyType.AES, keys.enc),
+                2: Key(2, KeyType.AES, keys.mac),
+                3: Key(3, KeyType.AES, keys.dek),
+            },
+            sequence_counter,
+        )
+        isd_app = Application(
+            isd,
+            SD_LOAD_FILE_AID,
+            SD_MODULE_AID,
+            ISD_PRIVILEGES,
+            LifeCycle(0x0F),
+            None,
+            keys=KeyStore({key_version: keyset}),
+        )
+        state = CardState(
+            isd,
+            CardLifeCycle.OP_READY,
+            i_param,
+            cplc.encode(),
+            iin=bytes.fromhex("42") + serial[:2],
+            cin=serial + bytes(4),
+            applications={isd: isd_app},
+            load_files={SD_LOAD_FILE_AID: LoadFile(SD_LOAD_FILE_AID, isd, [SD_MODULE_AID], in_rom=True)},
+            memory_capacity=memory_capacity,
+        )
+        card = cls(state, path=path, state_key=state_key)
+        if path is not None:
+            storage.save(path, card._committed, card._key)  # type: ignore[arg-type]
+        return card
+
+    @classmethod
+    def open(cls, path: str, *, state_key: bytes | None = None) -> SoftCard:
+        key = storage.resolve_state_key(path, state_key)
+        payload = storage.load(path, key)
+        try:
+            state = CardState.from_dict(json.loads(payload))
+        except (ValueError, KeyError, TypeError) as e:
+            raise storage.StorageError(f"{path}: card state does not decode: {e}") from None
+        return cls(state, path=path, state_key=state_key)
+
+    # -- the card interface --
+
+    @property
+    def atr(self) -> bytes:
+        return ATR
+
+    def transmit(self, apdu: bytes) -> bytes:
+        """Process one command APDU; always returns a response ending with a status word."""
+        try:
+            response = self._dispatcher.process(bytes(apdu))
+        except Exception:  # a bug must not kill the reader loop: answer like a card would
+            log.exception("soft card: unexpected error processing an APDU")
+            self._rollback()
+            return b"\x6f\x00"
+        sw = int.from_bytes(response[-2:], "big")
+        if not is_success_or_warning(sw) and sw >> 8 != 0x61:
+            self._rollback()
+            return response
+        return self._commit(response)
+
+    def reset(self) -> None:
+        """Warm reset / power cycle: closes channels and secure channel sessions."""
+        self._dispatcher.reset()
+
+    power_off = reset
+
+    # -- helpers for tests and tools --
+
+    @property
+    def path(self) -> str | None:
+        return self._path
+
+    @property
+    def registry(self) -> RegistryView:
+        return RegistryView.of(self._state)
+
+    @property
+    def life_cycle(self) -> CardLifeCycle:
+        return self._state.life_cycle
+
+    def state_dict(self) -> dict[str, object]:
+        """The persistent state as plain data (includes key values: for tests only)."""
+        return self._state.to_dict()
+
+    def sequence_counter(self, sd_aid: bytes, kvn: int) -> int:
+        return self._state.applications[AID(sd_aid)].keys.sets[kvn].sequence_counter
+
+    # -- transactions --
+
+    def _rollback(self) -> None:
+        if _serialise(self._state) != self._committed:
+            self._state = CardState.from_dict(json.loads(self._committed))
+            self._dispatcher.state = self._state
+
+    def _commit(self, response: bytes) -> bytes:
+        snapshot = _serialise(self._state)
+        if snapshot == self._committed:
+            return response
+        if self._path is not None:
+            try:
+                storage.save(self._path, snapshot, self._key)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("soft card: state write failed; command undone")
+                self._rollback()
+                return b"\x65\x81"
+        self._committed = snapshot
+        return response

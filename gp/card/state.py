@@ -1,0 +1,279 @@
+"""The persistent state of the software Secure Element: the GlobalPlatform Registry and key stores.
+
+- Registry data elements (GP CS v2.3.1 §6.5.1): AID, life cycle, privileges, associated Security
+  Domain, load file / module of origin; card-wide data (§6.5.2): card life cycle, IIN, CIN, CPLC.
+- Key store per Security Domain (§7.5, Table 11-16 key types): keys addressed by (KVN, KID) with a
+  type and optional usage / access (§11.1.9, §11.1.10).  Any key type can be stored, so SCP11 keys
+  (ECC ``B0``/``B1`` with an ``F0`` parameter reference) fit without a change of layout; SCP03 key
+  sets are the keys of types ``88`` at KIDs 1, 2, 3 of one KVN (Amendment D v1.2 §6.1), each set
+  with its own sequence counter (§6.2.2.1).
+
+Everything here is plain data with ``to_dict`` / ``from_dict`` so the card can persist it and tests
+can compare a re-opened card with the live one.  Transient state (logical channels, secure channel
+sessions, a LOAD or STORE DATA in progress) lives in :mod:`gp.card.dispatcher`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gp.commands.types import AID, CardLifeCycle, KeyType, LifeCycle, Privileges
+from gp.scp03 import StaticKeys
+
+__all__ = ["Application", "CardState", "Key", "KeySet", "KeyStore", "LoadFile"]
+
+SCP03_KIDS = (1, 2, 3)
+TOKEN_KVN = 0x70  # Token Verification key (GP CS v2.3.1 §11.1.8 reserved KVNs)
+RECEIPT_KVN = 0x71  # Receipt Generation key
+MAX_KEY_SETS = 8
+INITIAL_SEQUENCE_COUNTER = 1  # the value the first INITIALIZE UPDATE after a (re)load uses
+
+
+def _hex(b: bytes | None) -> str | None:
+    return None if b is None else b.hex()
+
+
+def _unhex(s: str | None) -> bytes | None:
+    return None if s is None else bytes.fromhex(s)
+
+
+@dataclass
+class Key:
+    kid: int
+    key_type: KeyType
+    value: bytes
+    usage: int | None = None
+    access: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Key(kid={self.kid}, {self.key_type.name}, {len(self.value)} bytes)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kid": self.kid,
+            "type": int(self.key_type),
+            "value": self.value.hex(),
+            "usage": self.usage,
+            "access": self.access,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Key:
+        return cls(d["kid"], KeyType(d["type"]), bytes.fromhex(d["value"]), d.get("usage"), d.get("access"))
+
+
+@dataclass
+class KeySet:
+    kvn: int
+    keys: dict[int, Key] = field(default_factory=dict)
+    sequence_counter: int = INITIAL_SEQUENCE_COUNTER
+
+    def scp03(self) -> StaticKeys | None:
+        parts = [self.keys.get(kid) for kid in SCP03_KIDS]
+        if any(k is None or k.key_type is not KeyType.AES for k in parts):
+            return None
+        enc, mac, dek = (k.value for k in parts if k is not None)
+        if not len(enc) == len(mac) == len(dek):
+            return None
+        return StaticKeys(enc, mac, dek)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kvn": self.kvn,
+            "counter": self.sequence_counter,
+            "keys": [k.to_dict() for k in self.keys.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KeySet:
+        keys = [Key.from_dict(k) for k in d["keys"]]
+        return cls(d["kvn"], {k.kid: k for k in keys}, d["counter"])
+
+
+@dataclass
+class KeyStore:
+    sets: dict[int, KeySet] = field(default_factory=dict)
+
+    def key(self, kvn: int, kid: int) -> Key | None:
+        ks = self.sets.get(kvn)
+        return ks.keys.get(kid) if ks else None
+
+    def default_scp03_kvn(self) -> int | None:
+        """INITIALIZE UPDATE with KVN 00: the first (lowest) complete SCP03 key set."""
+        for kvn in sorted(self.sets):
+            if self.sets[kvn].scp03() is not None:
+                return kvn
+        return None
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self.sets.values()]
+
+    @classmethod
+    def from_dict(cls, d: list[dict[str, Any]]) -> KeyStore:
+        sets = [KeySet.from_dict(s) for s in d]
+        return cls({s.kvn: s for s in sets})
+
+
+@dataclass
+class LoadFile:
+    """An Executable Load File: recorded by AID, hash and size; content kept, never executed."""
+
+    aid: AID
+    associated_sd: AID
+    modules: list[AID]
+    content: bytes = b""
+    digest: bytes = b""
+    version: bytes = b"\x01\x00"
+    in_rom: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "aid": self.aid.hex(),
+            "sd": self.associated_sd.hex(),
+            "modules": [m.hex() for m in self.modules],
+            "content": self.content.hex(),
+            "digest": self.digest.hex(),
+            "version": self.version.hex(),
+            "rom": self.in_rom,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoadFile:
+        return cls(
+            AID(d["aid"]),
+            AID(d["sd"]),
+            [AID(m) for m in d["modules"]],
+            bytes.fromhex(d["content"]),
+            bytes.fromhex(d["digest"]),
+            bytes.fromhex(d["version"]),
+            d["rom"],
+        )
+
+
+@dataclass
+class Application:
+    """An application instance or Security Domain in the GP Registry.
+
+    The ISD is an entry too (``associated_sd`` None); its life cycle is the card's, kept in
+    :class:`CardState`.  ``keys`` is only used by Security Domains; ``personalization`` keeps the
+    STORE DATA content received for the instance, one ``(structure, data)`` record per command.
+    """
+
+    aid: AID
+    load_file_aid: AID
+    module_aid: AID
+    privileges: Privileges
+    life_cycle: LifeCycle
+    associated_sd: AID | None
+    install_parameters: bytes = b""
+    personalization: list[tuple[int, bytes]] = field(default_factory=list)
+    keys: KeyStore = field(default_factory=KeyStore)
+    iin: bytes | None = None
+    cin: bytes | None = None
+    reserved_memory: int = 0
+
+    @property
+    def is_security_domain(self) -> bool:
+        return self.privileges.is_security_domain
+
+    def has(self, privilege: Privileges) -> bool:
+        return bool(self.privileges & privilege)
+
+    def personalization_size(self) -> int:
+        return sum(len(d) for _, d in self.personalization)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "aid": self.aid.hex(),
+            "elf": self.load_file_aid.hex(),
+            "module": self.module_aid.hex(),
+            "privileges": int(self.privileges),
+            "lcs": self.life_cycle.coding,
+            "sd": _hex(self.associated_sd),
+            "params": self.install_parameters.hex(),
+            "perso": [[s, d.hex()] for s, d in self.personalization],
+            "keys": self.keys.to_dict(),
+            "iin": _hex(self.iin),
+            "cin": _hex(self.cin),
+            "reserved": self.reserved_memory,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Application:
+        sd = _unhex(d["sd"])
+        return cls(
+            AID(d["aid"]),
+            AID(d["elf"]),
+            AID(d["module"]),
+            Privileges(d["privileges"]),
+            LifeCycle.decode(d["lcs"]),
+            AID(sd) if sd is not None else None,
+            bytes.fromhex(d["params"]),
+            [(s, bytes.fromhex(h)) for s, h in d["perso"]],
+            KeyStore.from_dict(d["keys"]),
+            _unhex(d["iin"]),
+            _unhex(d["cin"]),
+            d["reserved"],
+        )
+
+
+@dataclass
+class CardState:
+    isd_aid: AID
+    life_cycle: CardLifeCycle
+    i_param: int
+    cplc: bytes
+    iin: bytes
+    cin: bytes
+    applications: dict[AID, Application] = field(default_factory=dict)
+    load_files: dict[AID, LoadFile] = field(default_factory=dict)
+    confirmation_counter: int = 0
+    memory_capacity: int = 256 * 1024
+
+    @property
+    def isd(self) -> Application:
+        return self.applications[self.isd_aid]
+
+    def memory_used(self) -> int:
+        used = sum(lf.size for lf in self.load_files.values() if not lf.in_rom)
+        return used + sum(a.personalization_size() + a.reserved_memory for a in self.applications.values())
+
+    def memory_free(self) -> int:
+        return self.memory_capacity - self.memory_used()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "isd": self.isd_aid.hex(),
+            "lcs": int(self.life_cycle),
+            "i": self.i_param,
+            "cplc": self.cplc.hex(),
+            "iin": self.iin.hex(),
+            "cin": self.cin.hex(),
+            "applications": [a.to_dict() for a in self.applications.values()],
+            "load_files": [lf.to_dict() for lf in self.load_files.values()],
+            "confirmation_counter": self.confirmation_counter,
+            "memory": self.memory_capacity,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CardState:
+        apps = [Application.from_dict(a) for a in d["applications"]]
+        elfs = [LoadFile.from_dict(lf) for lf in d["load_files"]]
+        return cls(
+            AID(d["isd"]),
+            CardLifeCycle(d["lcs"]),
+            d["i"],
+            bytes.fromhex(d["cplc"]),
+            bytes.fromhex(d["iin"]),
+            bytes.fromhex(d["cin"]),
+            {a.aid: a for a in apps},
+            {lf.aid: lf for lf in elfs},
+            d["confirmation_counter"],
+            d["memory"],
+        )
