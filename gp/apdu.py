@@ -158,10 +158,12 @@ class CommandAPDU:
     extended: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("cla", "ins", "p1", "p2"):
-            value = getattr(self, name)
-            if not 0 <= value <= 0xFF:
-                raise EncodeError(f"{name} {value!r} is not a byte")
+        if not (
+            0 <= self.cla <= 0xFF and 0 <= self.ins <= 0xFF and 0 <= self.p1 <= 0xFF and 0 <= self.p2 <= 0xFF
+        ):
+            raise EncodeError(
+                f"header {(self.cla, self.ins, self.p1, self.p2)!r}: every field must be a byte"
+            )
         if self.cla == 0xFF:
             raise EncodeError("CLA 'FF' is invalid (ISO/IEC 7816-3)")
         if len(self.data) > 65535:
