@@ -1,5 +1,52 @@
-"""Server-rendered pages. Tenant pages live under ``/o/<org>/``."""
+"""Server-rendered pages. Tenant pages live under ``/o/<org>/``; acting on behalf of a mandator
+is explicit in the query string (``?on_behalf_of=<grantor>``)."""
 
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from devices import views as device_views
+from portal import views
+from tenants import views as tenant_views
+
+ORG = "o/<slug:org>/"
+
+urlpatterns = [
+    path("", views.HomeView.as_view(), name="home"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("apply/", tenant_views.ApplyView.as_view(), name="apply"),
+    path("operator/applications/", tenant_views.ApplicationsView.as_view(), name="operator-applications"),
+    path(
+        "operator/applications/<uuid:pk>/approve/",
+        tenant_views.ApplicationDecideView.as_view(decision="approve"),
+        name="operator-application-approve",
+    ),
+    path(
+        "operator/applications/<uuid:pk>/reject/",
+        tenant_views.ApplicationDecideView.as_view(decision="reject"),
+        name="operator-application-reject",
+    ),
+    path("invitations/<str:token>/", tenant_views.InvitationAcceptView.as_view(), name="invitation-accept"),
+    path(ORG, views.DashboardView.as_view(), name="org-dashboard"),
+    path(ORG + "members/", tenant_views.MembersView.as_view(), name="org-members"),
+    path(ORG + "members/<uuid:pk>/role/", tenant_views.MemberRoleView.as_view(), name="org-member-role"),
+    path(
+        ORG + "members/<uuid:pk>/remove/", tenant_views.MemberRemoveView.as_view(), name="org-member-remove"
+    ),
+    path(
+        ORG + "invitations/<uuid:pk>/revoke/",
+        tenant_views.InvitationRevokeView.as_view(),
+        name="org-invitation-revoke",
+    ),
+    path(ORG + "mandates/", tenant_views.MandatesView.as_view(), name="org-mandates"),
+    path(
+        ORG + "mandates/<uuid:pk>/revoke/",
+        tenant_views.MandateRevokeView.as_view(),
+        name="org-mandate-revoke",
+    ),
+    path(ORG + "devices/", device_views.DeviceListView.as_view(), name="org-devices"),
+    path(ORG + "devices/<uuid:pk>/", device_views.DeviceDetailView.as_view(), name="org-device"),
+    path(ORG + "audit/", views.AuditView.as_view(), name="org-audit"),
+]
