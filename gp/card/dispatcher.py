@@ -75,8 +75,6 @@ class Dispatcher:
         self.channels = {0: Channel(0, self._default_selected())}
 
     def _default_selected(self) -> AID | None:
-        if self.state.life_cycle is CardLifeCycle.TERMINATED:
-            return None
         for app in self.state.applications.values():
             if app.aid != self.state.isd_aid and app.has(Privileges.CARD_RESET) and self._selectable(app):
                 return app.aid
@@ -89,7 +87,7 @@ class Dispatcher:
 
     def _selectable(self, app: Application) -> bool:
         if app.aid == self.state.isd_aid:
-            return self.state.life_cycle is not CardLifeCycle.TERMINATED
+            return True  # even TERMINATED: GET DATA (CPLC, IIN, CIN) stays possible
         if self.state.life_cycle in (CardLifeCycle.CARD_LOCKED, CardLifeCycle.TERMINATED):
             return False
         return app.life_cycle.selectable
@@ -179,7 +177,7 @@ class Dispatcher:
             fci = FCI(target.aid, sdm, 255).encode()
         else:
             fci = FCI(target.aid).encode()
-        locked = self.state.life_cycle is CardLifeCycle.CARD_LOCKED
+        locked = self.state.life_cycle in (CardLifeCycle.CARD_LOCKED, CardLifeCycle.TERMINATED)
         return _sw(SW_WARNING_LOCKED if locked else SW_OK, fci)
 
     def _find(self, prefix: bytes, *, next_after: AID | None) -> Application | None:

@@ -756,6 +756,8 @@ def _set_status(state: CardState, ctx: ChannelContext, sd: Application, cmd: Com
             raise CardError(SW_SECURITY, "no authority to unlock this application")
         target.life_cycle = target.life_cycle.with_locked(False)
         return b""
+    if ss.state == 0x00:
+        raise CardError(SW_CONDITIONS, "not locked")
     # a forward state transition; off-card only for Security Domains (SELECTABLE -> PERSONALIZED)
     if not target.is_security_domain:
         raise CardError(SW_WRONG_DATA, "application-specific states are set by the application")

@@ -67,8 +67,14 @@ def _session(card: SoftCard, sock: socket.socket, stop: threading.Event) -> None
         _send(sock, card.transmit(payload))
 
 
-def serve(card: SoftCard, *, host: str = "127.0.0.1", port: int = 35963, stop: threading.Event | None = None,
-          retry_interval: float = 0.5) -> None:
+def serve(
+    card: SoftCard,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 35963,
+    stop: threading.Event | None = None,
+    retry_interval: float = 0.5,
+) -> None:
     """Keep the card inserted in vpcd until ``stop`` is set, reconnecting whenever the link drops."""
     stop = stop or threading.Event()
     announced = False

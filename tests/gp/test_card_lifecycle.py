@@ -34,7 +34,19 @@ from gp.commands import (
 )
 from gp.commands.store_data import DGI
 from gp.scp03 import HostSession, SCP03Error, StaticKeys, kcv
-from tests.gp.cardkit import APP, APP_ELF, APP_MODULE, ISD, ISD_KEYS, ISD_KVN, SSD, SSD_KEYS, Terminal, cap_file, new_card
+from tests.gp.cardkit import (
+    APP,
+    APP_ELF,
+    APP_MODULE,
+    ISD,
+    ISD_KEYS,
+    ISD_KVN,
+    SSD,
+    SSD_KEYS,
+    Terminal,
+    cap_file,
+    new_card,
+)
 
 
 def status(t: Terminal, scope: StatusScope) -> list:
@@ -91,7 +103,11 @@ def test_a_security_domain_and_an_application_live_and_die_and_the_issuer_rotate
 
     # when the SSD loads an application load file (hash checked) ...
     lfdb = cap_file(padding=600)
-    ssd.ok(InstallForLoad(APP_ELF, SSD, hashlib.sha256(lfdb).digest(), LoadParameters.with_sizes(code=len(lfdb))).to_apdu())
+    ssd.ok(
+        InstallForLoad(
+            APP_ELF, SSD, hashlib.sha256(lfdb).digest(), LoadParameters.with_sizes(code=len(lfdb))
+        ).to_apdu()
+    )
     blocks = load_blocks(lfdb, block_size=200)
     assert len(blocks) > 2
     for block in blocks:
@@ -100,7 +116,9 @@ def test_a_security_domain_and_an_application_live_and_die_and_the_issuer_rotate
     assert elf.aid == APP_ELF and elf.modules == (APP_MODULE,) and elf.associated_sd_aid == SSD
 
     # ... installs an instance and personalises it with STORE DATA
-    ssd.ok(InstallForInstall(APP_ELF, APP_MODULE, APP, Privileges.NONE, InstallParameters(b"\x01\x02")).to_apdu())
+    ssd.ok(
+        InstallForInstall(APP_ELF, APP_MODULE, APP, Privileges.NONE, InstallParameters(b"\x01\x02")).to_apdu()
+    )
     [app] = status(ssd, StatusScope.APPLICATIONS)
     assert app.aid == APP and app.life_cycle == LifeCycle(0x07) and app.load_file_aid == APP_ELF
     ssd.ok(InstallForPersonalization(APP).to_apdu())
@@ -141,7 +159,11 @@ def test_a_security_domain_and_an_application_live_and_die_and_the_issuer_rotate
     # when the issuer rotates its own keys (PUT KEY replacing KVN 30 by KVN 31)
     new_keys = StaticKeys(os.urandom(16), os.urandom(16), os.urandom(16))
     isd = Terminal(card).open()
-    rotate = PutKey(0x31, tuple(ClearKey(KeyType.AES, k) for k in (new_keys.enc, new_keys.mac, new_keys.dek)), replace_version=ISD_KVN)
+    rotate = PutKey(
+        0x31,
+        tuple(ClearKey(KeyType.AES, k) for k in (new_keys.enc, new_keys.mac, new_keys.dek)),
+        replace_version=ISD_KVN,
+    )
     assert isd.ok(rotate.to_apdu(dek=ISD_KEYS.dek, length_prefixed=False))[0] == 0x31
     assert card.registry.key_versions[ISD] == (0x31,)
 
