@@ -15,13 +15,14 @@ from django.http import Http404, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from portal.errors import DomainError
-from tenants.access import Action, Actor, resolve_actor
+from tenants.access import Action, Actor, require, resolve_actor
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +103,22 @@ class OrgScopedAPIView(APIView):
     """Base view for ``/api/v1/orgs/<org>/…``: resolves ``self.actor`` before any handler.
 
     ``action`` is what the view needs; ``require``-style checks happen in ``visible_to``.
+    ``write_action``, when set, is required before any unsafe method's handler runs, so a caller
+    who may not write learns nothing from input validation (on behalf: 404, weak role: 403).
     On-behalf acting comes from the ``on_behalf_of`` query parameter or the
     ``X-Tessera-On-Behalf-Of`` header, never implicitly.
     """
 
     action: Action = Action.ORG_VIEW
+    write_action: Action | None = None
     actor: Actor
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         behalf = request.query_params.get("on_behalf_of") or request.headers.get("X-Tessera-On-Behalf-Of")
         self.actor = resolve_actor(request.user, kwargs["org"], behalf)
+        if self.write_action is not None and request.method not in SAFE_METHODS:
+            require(self.actor, self.write_action)
 
 
 def json_404(request: Any, exception: Exception | None = None) -> Any:

@@ -195,6 +195,8 @@ class MemberListView(ListMixin, OrgScopedAPIView):
 
 
 class MemberDetailView(OrgScopedAPIView):
+    write_action = Action.MEMBERS_MANAGE
+
     def _get(self, pk: str) -> Membership:
         return get_visible(Membership, self.actor, Action.MEMBERS_VIEW, pk=pk)
 
@@ -219,6 +221,8 @@ class MemberDetailView(OrgScopedAPIView):
 
 
 class InvitationListView(ListMixin, OrgScopedAPIView):
+    write_action = Action.MEMBERS_MANAGE
+
     @extend_schema(responses=s.InvitationOut(many=True))
     def get(self, request: Request, org: str) -> Response:
         return self.paginated(
@@ -244,6 +248,8 @@ class InvitationDetailView(OrgScopedAPIView):
 
 
 class InvitationRevokeView(OrgScopedAPIView):
+    write_action = Action.MEMBERS_MANAGE
+
     @extend_schema(request=None, responses=s.InvitationOut)
     def post(self, request: Request, org: str, pk: str) -> Response:
         invitation = get_visible(Invitation, self.actor, Action.MEMBERS_MANAGE, pk=pk)
@@ -256,6 +262,8 @@ class InvitationRevokeView(OrgScopedAPIView):
 
 
 class MandateListView(ListMixin, OrgScopedAPIView):
+    write_action = Action.MANDATES_MANAGE
+
     @extend_schema(responses=s.MandateOut(many=True))
     def get(self, request: Request, org: str) -> Response:
         qs = visible_to(Mandate, self.actor, Action.MANDATES_VIEW).select_related("grantor", "grantee")
@@ -281,6 +289,8 @@ class MandateDetailView(OrgScopedAPIView):
 
 
 class MandateRevokeView(OrgScopedAPIView):
+    write_action = Action.MANDATES_MANAGE
+
     @extend_schema(request=None, responses=s.MandateOut)
     def post(self, request: Request, org: str, pk: str) -> Response:
         mandate = get_visible(Mandate, self.actor, Action.MANDATES_MANAGE, pk=pk)
