@@ -20,7 +20,6 @@ from gp.commands import (
     InstallForInstall,
     InstallForLoad,
     InstallForPersonalization,
-    InstallParameters,
     KeyType,
     Load,
     LoadParameters,
