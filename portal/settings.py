@@ -8,6 +8,7 @@ Bad values stop the process at start-up (see ``portal.env``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -95,6 +96,10 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "tessera.sqlite3"),
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            # Tests run on a file too (one per process), not Django's shared in-memory database:
+            # its table locks fail at once where the real file waits ``timeout`` seconds, so
+            # concurrency tests would test the test database instead of the embedded default.
+            "TEST": {"NAME": str(VAR_DIR / f"test-tessera-{os.getpid()}.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from audit.models import AuditTag
 from audit.services import audit_record
+from portal.errors import NotFoundError
 from tenants.access import Action, Actor, require
 from tenants.errors import (
     AlreadyMember,
@@ -272,6 +273,20 @@ def _owners_left(org: Organisation, excluding: Membership) -> int:
     return Membership.objects.filter(org=org, role=MemberRole.OWNER).exclude(pk=excluding.pk).count()
 
 
+def _lock_memberships(org: Organisation, membership: Membership) -> Membership:
+    """Serialise changes to one organisation's members, and re-read ``membership`` under the lock.
+
+    Without it two owners demoting (or removing) each other at once each count the other as the
+    remaining owner and both succeed, leaving none (READ COMMITTED; SQLite already serialises
+    writers with BEGIN IMMEDIATE).
+    """
+    list(Organisation.objects.select_for_update().filter(pk=org.pk).values_list("pk"))
+    current = Membership.objects.select_related("user").filter(pk=membership.pk, org=org).first()
+    if current is None:
+        raise NotFoundError("No such membership.")
+    return current
+
+
 def membership_set_role(*, actor: Actor, membership: Membership, role: str) -> Membership:
     require(actor, Action.MEMBERS_MANAGE)
     if role not in MemberRole.values:
@@ -281,6 +296,7 @@ def membership_set_role(*, actor: Actor, membership: Membership, role: str) -> M
     if MemberRole.OWNER in (role, membership.role) and actor.member_role != MemberRole.OWNER:
         raise InvalidApplication("Only an owner may grant or take away ownership.")
     with transaction.atomic():
+        membership = _lock_memberships(actor.org, membership)
         if (
             membership.role == MemberRole.OWNER
             and role != MemberRole.OWNER
@@ -301,6 +317,7 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
     if membership.role == MemberRole.OWNER and actor.member_role != MemberRole.OWNER:
         raise InvalidApplication("Only an owner may remove an owner.")
     with transaction.atomic():
+        membership = _lock_memberships(actor.org, membership)
         if membership.role == MemberRole.OWNER and not _owners_left(actor.org, membership):
             raise LastOwner("An organisation keeps at least one owner.")
         audit_record(
