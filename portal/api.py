@@ -3,7 +3,10 @@
 - Errors are JSON ``{"error": {"code": ..., "message": ..., "fields": {...}}}`` with a stable code.
 - ``OrgScopedAPIView`` resolves the acting organisation from the URL (and an explicit
   ``on_behalf_of``) before any handler runs, so no handler can forget it.
-- ``StrictSerializer`` refuses unknown fields instead of silently dropping them.
+- ``StrictSerializer`` refuses unknown fields instead of silently dropping them, and numbers
+  where a string is expected.
+- ``portal.parsers.StrictJSONParser`` (the API's JSON parser) refuses JSON that no database
+  stores or that would crash the decoder.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def _flatten(value: Any) -> str:
 
 
 class StrictSerializer(serializers.Serializer):
-    """An input serializer that rejects fields it does not declare."""
+    """An input serializer that rejects fields it does not declare, and non-strings for strings."""
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -88,7 +91,22 @@ class StrictSerializer(serializers.Serializer):
         unknown = sorted(set(data) - set(self.fields))
         if unknown:
             raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        # DRF turns 12 into "12" for a CharField; a number where text belongs is a client's bug.
+        not_text = sorted(
+            name
+            for name, f in self.fields.items()
+            if isinstance(f, serializers.CharField)
+            and name in data
+            and data[name] is not None
+            and not isinstance(data[name], str)
+        )
+        if not_text:
+            raise serializers.ValidationError({name: ["Expected a string."] for name in not_text})
         return super().to_internal_value(data)
+
+
+class NoInput(StrictSerializer):
+    """The body of an action that takes no fields: anything sent is refused, not ignored."""
 
 
 ON_BEHALF_PARAM = OpenApiParameter(
@@ -154,7 +172,14 @@ def json_400(request: Any, exception: Exception | None = None) -> Any:
     return bad_request(request, exception or Exception())
 
 
-__all__ = ["ON_BEHALF_PARAM", "OrgScopedAPIView", "StrictSerializer", "exception_handler", "extend_schema"]
+__all__ = [
+    "ON_BEHALF_PARAM",
+    "NoInput",
+    "OrgScopedAPIView",
+    "StrictSerializer",
+    "exception_handler",
+    "extend_schema",
+]
 
 
 class ListMixin:

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.models import AuditEvent
-from portal.api import ON_BEHALF_PARAM, ListMixin, OrgScopedAPIView
+from portal.api import ON_BEHALF_PARAM, ListMixin, NoInput, OrgScopedAPIView
 from portal.errors import DomainError, NotFoundError
 from tenants import serializers as s
 from tenants import services
@@ -252,6 +252,7 @@ class InvitationRevokeView(OrgScopedAPIView):
 
     @extend_schema(request=None, responses=s.InvitationOut)
     def post(self, request: Request, org: str, pk: str) -> Response:
+        NoInput(data=request.data).is_valid(raise_exception=True)
         invitation = get_visible(Invitation, self.actor, Action.MEMBERS_MANAGE, pk=pk)
         services.invitation_revoke(actor=self.actor, invitation=invitation)
         invitation.refresh_from_db()
@@ -293,6 +294,7 @@ class MandateRevokeView(OrgScopedAPIView):
 
     @extend_schema(request=None, responses=s.MandateOut)
     def post(self, request: Request, org: str, pk: str) -> Response:
+        NoInput(data=request.data).is_valid(raise_exception=True)
         mandate = get_visible(Mandate, self.actor, Action.MANDATES_MANAGE, pk=pk)
         mandate = services.mandate_revoke(actor=self.actor, mandate=mandate)
         return Response(s.MandateOut(mandate, context={"request": request, "org": org}).data)

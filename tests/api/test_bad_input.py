@@ -1,0 +1,444 @@
+"""Bad input never reaches the database and never makes a 500 (issue 2 item 6).
+
+Every POST/PATCH/PUT endpoint of the API is found in the URL configuration and must have an entry
+in ``ENDPOINTS``; each gets the same battery: malformed JSON, non-objects, wrong types, unknown
+fields, over-long strings, invalid short names, characters no database stores, empty bodies.
+Each answer is a 4xx ``{"error": {"code", "message"}}`` and the database is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rest_framework.test import APIClient
+
+from tenants.models import Membership, Organisation, OrgStatus
+from tests import factories as f
+from tests.conftest import client_for
+from tests.support.db import changed_counts, row_counts
+from tests.support.routes import all_routes
+
+STR, SLUG, EMAIL, CHOICE, LIST, DICT, DATETIME = "str", "slug", "email", "choice", "list", "dict", "datetime"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    url: Callable[[Any], str]  # world → path
+    caller: str  # "anonymous", "owner", "operator"
+    fields: dict[str, str]  # name → kind
+    valid: Callable[[Any], dict[str, Any]] = field(default=lambda w: {})
+    everything_optional: bool = False  # an empty body is a valid request
+
+    def client(self, world: Any) -> Any:
+        if self.caller == "anonymous":
+            return APIClient()
+        if self.caller == "operator":
+            return client_for(f.UserFactory(username="platform-op", is_staff=True, is_superuser=False))
+        return client_for(world.owner_user)
+
+
+def _pending(world: Any) -> Organisation:
+    return Organisation.objects.get_or_create(
+        slug="pending-app",
+        defaults={
+            "name": "Pending",
+            "status": OrgStatus.PENDING,
+            "roles": ["SP"],
+            "contact_email": "p@example.test",
+        },
+    )[0]
+
+
+def _auditor_membership(world: Any) -> Membership:
+    return Membership.objects.get(org=world.owner, user=world.owner_auditor)
+
+
+def _open_invitation(world: Any) -> Any:
+    from tenants import services
+    from tenants.access import resolve_actor
+
+    return services.invitation_create(
+        actor=resolve_actor(world.owner_user, "owner-sei"), email="bad-input@example.test", role="operator"
+    )
+
+
+ENDPOINTS: dict[tuple[str, str], Endpoint] = {
+    ("api:auth-token", "post"): Endpoint(
+        "post",
+        lambda w: "/api/v1/auth/token/",
+        "anonymous",
+        {"username": STR, "password": STR},
+        lambda w: {"username": "owner-user", "password": f.PASSWORD},
+    ),
+    ("api:application-list", "post"): Endpoint(
+        "post",
+        lambda w: "/api/v1/applications/",
+        "anonymous",
+        {"name": STR, "slug": SLUG, "roles": LIST, "contact_name": STR, "contact_email": EMAIL, "note": STR},
+        lambda w: {
+            "name": "Acme",
+            "slug": "acme",
+            "roles": ["SP"],
+            "contact_name": "A",
+            "contact_email": "a@example.test",
+        },
+    ),
+    ("api:application-approve", "post"): Endpoint(
+        "post",
+        lambda w: f"/api/v1/applications/{_pending(w).pk}/approve/",
+        "operator",
+        {"reason": STR},
+        everything_optional=True,
+    ),
+    ("api:application-reject", "post"): Endpoint(
+        "post",
+        lambda w: f"/api/v1/applications/{_pending(w).pk}/reject/",
+        "operator",
+        {"reason": STR},
+        everything_optional=True,
+    ),
+    ("api:invitation-accept", "post"): Endpoint(
+        "post",
+        lambda w: "/api/v1/invitations/accept/",
+        "anonymous",
+        {"token": STR, "username": STR, "password": STR, "email": EMAIL},
+        lambda w: {
+            "token": _open_invitation(w)[1],
+            "username": "newcomer",
+            "password": "a-long-passphrase-9",
+        },
+    ),
+    ("api:member-detail", "patch"): Endpoint(
+        "patch",
+        lambda w: f"/api/v1/orgs/owner-sei/members/{_auditor_membership(w).pk}/",
+        "owner",
+        {"role": CHOICE},
+        lambda w: {"role": "operator"},
+    ),
+    ("api:invitation-list", "post"): Endpoint(
+        "post",
+        lambda w: "/api/v1/orgs/owner-sei/invitations/",
+        "owner",
+        {"email": EMAIL, "role": CHOICE},
+        lambda w: {"email": "someone@example.test", "role": "operator"},
+    ),
+    ("api:invitation-revoke", "post"): Endpoint(
+        "post",
+        lambda w: f"/api/v1/orgs/owner-sei/invitations/{_open_invitation(w)[0].pk}/revoke/",
+        "owner",
+        {},
+        everything_optional=True,
+    ),
+    ("api:mandate-list", "post"): Endpoint(
+        "post",
+        lambda w: "/api/v1/orgs/owner-sei/mandates/",
+        "owner",
+        {"grantee": SLUG, "actions": LIST, "scope": DICT, "valid_from": DATETIME, "valid_until": DATETIME},
+        lambda w: {"grantee": "stranger-sp", "actions": ["devices.view"]},
+    ),
+    ("api:mandate-revoke", "post"): Endpoint(
+        "post",
+        lambda w: f"/api/v1/orgs/owner-sei/mandates/{w.mandate.pk}/revoke/",
+        "owner",
+        {},
+        everything_optional=True,
+    ),
+}
+
+WRONG_TYPES: dict[str, list[Any]] = {
+    STR: [True, [], {"a": 1}, None, ["x"]],
+    SLUG: [True, [], {"a": 1}, None, 12],
+    EMAIL: [True, [], {"a": 1}, None, 12],
+    CHOICE: [True, [], {"a": 1}, None, 12],
+    LIST: ["devices.view", 7, {"a": 1}, None, [[]], [None], [{"a": 1}]],
+    DICT: [[], "x", 7, True, [["issuer", "x"]]],
+    DATETIME: [7, [], "yesterday", True, {}, "2026-02-30T00:00:00Z"],
+}
+BAD_SLUGS = ["Bad Slug", "-lead", "trail-", "UPPER", "ümlaut", "a" * 51, "", "a_b", "a/b", "../x"]
+UNSTORABLE = ["nul\x00byte", "lone\ud800surrogate", "\udfff"]
+
+
+def write_endpoints() -> list[tuple[str, str]]:
+    out = []
+    for route in all_routes():
+        if route.is_api:
+            for method in sorted(route.methods & {"post", "patch", "put"}):
+                out.append((route.name, method))
+    return out
+
+
+def test_every_api_write_endpoint_has_a_bad_input_entry() -> None:
+    missing = [e for e in write_endpoints() if e not in ENDPOINTS]
+    assert not missing, f"add these to ENDPOINTS in tests/api/test_bad_input.py: {missing}"
+    stale = [e for e in ENDPOINTS if e not in write_endpoints()]
+    assert not stale, f"ENDPOINTS names routes that no longer exist: {stale}"
+
+
+# --- the cases -----------------------------------------------------------------------------------
+
+
+def cases_for(ep: Endpoint) -> list[tuple[str, Callable[[dict[str, Any]], bytes | str]]]:
+    """(case id, valid payload → raw body) for one endpoint."""
+    cases: list[tuple[str, Callable[[dict[str, Any]], bytes | str]]] = [
+        ("malformed-json", lambda v: '{"name": '),
+        ("truncated-json", lambda v: json.dumps(v)[:-1] if v else '{"x"'),
+        ("json-array", lambda v: "[]"),
+        ("json-array-of-the-valid-object", lambda v: json.dumps([v])),
+        ("json-string", lambda v: '"hello"'),
+        ("json-number", lambda v: "42"),
+        ("json-null", lambda v: "null"),
+        ("nan", lambda v: '{"x": NaN}'),
+        ("unknown-field", lambda v: json.dumps({**v, "is_staff": True})),
+        ("deeply-nested", lambda v: "[" * 5000 + "]" * 5000),
+    ]
+    if not ep.everything_optional:
+        cases += [("empty-body", lambda v: b""), ("empty-object", lambda v: "{}")]
+    for name, kind in ep.fields.items():
+        for i, wrong in enumerate(WRONG_TYPES[kind]):
+            cases.append((f"{name}-wrong-type-{i}", lambda v, n=name, w=wrong: json.dumps({**v, n: w})))
+        if kind in (STR, SLUG, EMAIL, CHOICE):
+            cases.append((f"{name}-over-long", lambda v, n=name: json.dumps({**v, n: "a" * 5000})))
+            for j, bad in enumerate(UNSTORABLE):
+                cases.append((f"{name}-unstorable-{j}", lambda v, n=name, b=bad: json.dumps({**v, n: b})))
+        if kind == LIST:
+            cases.append(
+                (f"{name}-over-long", lambda v, n=name: json.dumps({**v, n: ["devices.view"] * 1000}))
+            )
+        if kind == DICT:
+            cases.append(
+                (f"{name}-unstorable", lambda v, n=name: json.dumps({**v, n: {"serials": ["a\x00"]}}))
+            )
+            cases.append(
+                (f"{name}-unstorable-key", lambda v, n=name: json.dumps({**v, n: {"issuer\x00": "x"}}))
+            )
+        if kind == SLUG:
+            for j, bad in enumerate(BAD_SLUGS):
+                cases.append((f"{name}-invalid-slug-{j}", lambda v, n=name, b=bad: json.dumps({**v, n: b})))
+        if kind == DATETIME:
+            for j, bad in enumerate(["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"]):
+                cases.append((f"{name}-out-of-range-{j}", lambda v, n=name, b=bad: json.dumps({**v, n: b})))
+    return cases
+
+
+CASES = [(key, case_id, make) for key, ep in ENDPOINTS.items() for case_id, make in cases_for(ep)]
+
+
+def assert_clean_refusal(resp: Any) -> None:
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.content[:400])
+    body = resp.json()
+    assert set(body) == {"error"}, body
+    assert isinstance(body["error"]["code"], str) and body["error"]["code"]
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+@pytest.mark.parametrize("key, case_id, make", CASES, ids=[f"{k[0]}-{k[1]}-{c}" for k, c, _ in CASES])
+def test_bad_input_is_refused_with_a_json_error_and_writes_nothing(
+    world: Any, key: tuple[str, str], case_id: str, make: Any
+) -> None:
+    # given a valid request to start from
+    ep = ENDPOINTS[key]
+    url = ep.url(world)
+    client = ep.client(world)
+    valid = ep.valid(world)
+    role_before = _auditor_membership(world).role
+    before = row_counts()
+    # when it is spoiled
+    body = make(valid)
+    resp = getattr(client, ep.method)(url, data=body, content_type="application/json")
+    # then it is refused cleanly and nothing changed
+    assert_clean_refusal(resp)
+    assert not changed_counts(before, row_counts())
+    assert _auditor_membership(world).role == role_before
+
+
+@pytest.mark.parametrize("key", list(ENDPOINTS), ids=[f"{k[0]}-{k[1]}" for k in ENDPOINTS])
+def test_the_valid_payload_of_each_entry_is_accepted(world: Any, key: tuple[str, str]) -> None:
+    # guards the battery above: each case spoils a request that would otherwise succeed
+    ep = ENDPOINTS[key]
+    resp = getattr(ep.client(world), ep.method)(ep.url(world), data=ep.valid(world), format="json")
+    assert resp.status_code in (200, 201), resp.content[:400]
+
+
+@pytest.mark.parametrize("key", list(ENDPOINTS), ids=[f"{k[0]}-{k[1]}" for k in ENDPOINTS])
+def test_a_body_that_is_not_json_is_refused_as_an_unsupported_media_type(
+    world: Any, key: tuple[str, str]
+) -> None:
+    ep = ENDPOINTS[key]
+    url = ep.url(world)
+    client = ep.client(world)
+    before = row_counts()
+    resp = getattr(client, ep.method)(url, data=b"\x00\x01", content_type="application/x-tessera")
+    assert resp.status_code == 415
+    assert_clean_refusal(resp)
+    assert not changed_counts(before, row_counts())
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+
+def test_the_right_password_gives_a_token_that_authenticates(world: Any, api_client: Any) -> None:
+    resp = api_client.post(
+        "/api/v1/auth/token/", {"username": "owner-user", "password": f.PASSWORD}, format="json"
+    )
+    assert resp.status_code == 200
+    token = resp.json()["token"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    resp = client.get("/api/v1/orgs/owner-sei/devices/")
+    assert resp.status_code == 200
+    assert [d["serial"] for d in resp.json()["results"]] == ["MTR-0001"]
+    # the same token again, not a new one per login
+    again = api_client.post(
+        "/api/v1/auth/token/", {"username": "owner-user", "password": f.PASSWORD}, format="json"
+    )
+    assert again.json()["token"] == token
+
+
+@pytest.mark.parametrize(
+    "username, password", [("owner-user", "wrong-password"), ("nobody", f.PASSWORD), ("owner-user", "")]
+)
+def test_a_wrong_password_or_user_is_401_and_says_the_same(
+    world: Any, api_client: Any, username: str, password: str
+) -> None:
+    resp = api_client.post("/api/v1/auth/token/", {"username": username, "password": password}, format="json")
+    assert resp.status_code in (400, 401)
+    if username != "owner-user" or password:
+        assert resp.status_code == 401
+        assert resp.json() == {
+            "error": {"code": "authentication_failed", "message": "Wrong username or password."}
+        }
+
+
+def test_an_inactive_user_gets_no_token(world: Any, api_client: Any) -> None:
+    type(world.owner_user).objects.filter(pk=world.owner_user.pk).update(is_active=False)
+    resp = api_client.post(
+        "/api/v1/auth/token/", {"username": "owner-user", "password": f.PASSWORD}, format="json"
+    )
+    assert resp.status_code == 401
+
+
+@pytest.mark.parametrize("header", ["Token not-a-real-token", "Token ", "Bearer abc", "Token a b"])
+def test_a_bad_authorization_header_is_401(world: Any, header: str) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+    resp = client.get("/api/v1/orgs/owner-sei/devices/")
+    assert resp.status_code == 401
+    assert resp.json()["error"]["code"] in ("authentication_failed", "not_authenticated")
+
+
+# --- paths ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/orgs/owner-sei/devices/not-a-uuid/",
+        "/api/v1/orgs/owner-sei/devices/123/",
+        "/api/v1/orgs/owner-sei/secure-elements/%00/",
+        "/api/v1/orgs/owner-sei/mandates/zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz/",
+        "/api/v1/orgs/owner-sei/members/1/",
+        "/api/v1/orgs/Owner_SEI!/devices/",
+        "/api/v1/orgs/owner-sei/no-such-collection/",
+        "/api/v1/orgs/owner-sei/audit/1e3/",
+    ],
+)
+def test_an_invalid_id_in_the_path_is_a_json_404(world: Any, path: str) -> None:
+    resp = client_for(world.owner_user).get(path)
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("pk", ["not-a-uuid", "123", "00000000-0000-0000-0000-000000000000"])
+def test_an_invalid_application_id_is_a_json_404_for_the_operator(db: Any, pk: str) -> None:
+    operator = f.UserFactory(username="platform-op", is_staff=True)
+    for suffix in ("", "approve/", "reject/"):
+        method = "get" if not suffix else "post"
+        resp = getattr(client_for(operator), method)(f"/api/v1/applications/{pk}/{suffix}")
+        assert resp.status_code == 404, suffix
+        assert resp.json()["error"]["code"] == "not_found"
+
+
+# --- random JSON ---------------------------------------------------------------------------------------
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=60)
+    | st.sampled_from(
+        [
+            "\x00",
+            "\ud800",
+            "a\udfffb",
+            "devices.view",
+            "SP",
+            "stranger-sp",
+            "9999-12-31T23:59:59-14:00",
+            "2026-01-01",
+        ]
+    )
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+def shaped(keys: list[str]) -> st.SearchStrategy[Any]:
+    """Objects with the endpoint's own keys (random values), so examples get past the first check."""
+    return st.fixed_dictionaries({}, optional={k: json_values for k in keys}) | json_values
+
+
+def never_5xx(client: Any, url: str, payload: Any) -> None:
+    sid = transaction.savepoint()
+    try:
+        resp = client.post(url, data=json.dumps(payload), content_type="application/json")
+        assert resp.status_code < 500, (payload, resp.content[:400])
+    finally:
+        transaction.savepoint_rollback(sid)
+
+
+HYPOTHESIS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@HYPOTHESIS
+@given(payload=shaped(["name", "slug", "roles", "contact_name", "contact_email", "note"]))
+def test_random_json_to_the_application_endpoint_never_fails_on_our_side(world: Any, payload: Any) -> None:
+    never_5xx(APIClient(), "/api/v1/applications/", payload)
+
+
+@HYPOTHESIS
+@given(payload=shaped(["grantee", "actions", "scope", "valid_from", "valid_until"]))
+def test_random_json_to_the_mandate_endpoint_never_fails_on_our_side(world: Any, payload: Any) -> None:
+    never_5xx(client_for(world.owner_user), "/api/v1/orgs/owner-sei/mandates/", payload)
+
+
+@HYPOTHESIS
+@given(
+    scope=st.fixed_dictionaries(
+        {}, optional={"issuer": json_values, "device_kinds": json_values, "serials": json_values}
+    ),
+    actions=st.lists(
+        st.sampled_from(["devices.view", "sd.create", "audit.view"]), min_size=1, max_size=3, unique=True
+    ),
+)
+def test_random_mandate_scopes_never_fail_on_our_side(world: Any, scope: Any, actions: list[str]) -> None:
+    never_5xx(
+        client_for(world.owner_user),
+        "/api/v1/orgs/owner-sei/mandates/",
+        {"grantee": "stranger-sp", "actions": actions, "scope": scope},
+    )
