@@ -8,9 +8,9 @@ from django.db import transaction
 from audit.models import AuditTag
 from audit.services import audit_record
 from devices.models import Device, SecureElement, SecurityDomain
-from portal.errors import InvalidError
+from portal.errors import InvalidError, NotFoundError
 from tenants.access import Actor
-from tenants.models import Organisation, OrgRole
+from tenants.models import MandateAction, Organisation, OrgRole
 
 
 class DeviceError(InvalidError):
@@ -93,6 +93,9 @@ def security_domain_record(
     *, actor: Actor, secure_element: SecureElement, aid: str, owner: Organisation, privileges: list[str]
 ) -> SecurityDomain:
     """The SE issuer records a supplementary SD for ``owner`` under the ISD (the card work comes with jobs)."""
+    if actor.mandate is not None and MandateAction.SD_CREATE not in actor.mandate.actions:
+        # acting on behalf without the mandate action: the grantor's card is not the actor's
+        raise NotFoundError("Not found.")
     if secure_element.issuer_id != actor.subject.pk:
         raise DeviceError("Only the SE's issuer (or its mandated TSM) records its security domains.")
     with transaction.atomic():
