@@ -48,6 +48,8 @@ class Action(enum.StrEnum):
     CONTRACTS_VIEW = "contracts.view"
     CONSENTS_VIEW = "consents.view"
     AUDIT_VIEW = "audit.view"
+    JOBS_VIEW = "jobs.view"
+    JOBS_REQUEST = "jobs.request"
 
 
 _VIEW = {
@@ -58,12 +60,13 @@ _VIEW = {
     Action.CONTRACTS_VIEW,
     Action.CONSENTS_VIEW,
     Action.AUDIT_VIEW,
+    Action.JOBS_VIEW,
 }
 MEMBER_ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     MemberRole.AUDITOR: frozenset(_VIEW),
-    MemberRole.OPERATOR: frozenset(_VIEW),
-    MemberRole.ADMIN: frozenset(_VIEW | {Action.MEMBERS_MANAGE, Action.MANDATES_MANAGE}),
-    MemberRole.OWNER: frozenset(_VIEW | {Action.MEMBERS_MANAGE, Action.MANDATES_MANAGE}),
+    MemberRole.OPERATOR: frozenset(_VIEW | {Action.JOBS_REQUEST}),
+    MemberRole.ADMIN: frozenset(_VIEW | {Action.JOBS_REQUEST, Action.MEMBERS_MANAGE, Action.MANDATES_MANAGE}),
+    MemberRole.OWNER: frozenset(_VIEW | {Action.JOBS_REQUEST, Action.MEMBERS_MANAGE, Action.MANDATES_MANAGE}),
 }
 
 # Acting on behalf of a mandator: only these actions, each needing one mandate action. Anything
@@ -72,7 +75,21 @@ MANDATE_FOR_ACTION: dict[Action, str] = {
     Action.ORG_VIEW: MandateAction.DEVICES_VIEW,
     Action.DEVICES_VIEW: MandateAction.DEVICES_VIEW,
     Action.AUDIT_VIEW: MandateAction.AUDIT_VIEW,
+    Action.JOBS_VIEW: MandateAction.DEVICES_VIEW,
 }
+# Requesting a job on a mandator's behalf needs the mandate action of that job kind, which the
+# jobs service checks (``jobs.services.MANDATE_FOR_KIND``); the generic gate is any such action.
+JOB_MANDATE_ACTIONS = frozenset(
+    {
+        MandateAction.SD_CREATE,
+        MandateAction.SD_DELETE,
+        MandateAction.SD_LOCK,
+        MandateAction.KEYS_LOAD,
+        MandateAction.KEYS_ROTATE,
+        MandateAction.APPS_MANAGE,
+        MandateAction.STATUS_READ,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,8 @@ class Actor:
         if action not in MEMBER_ROLE_ACTIONS.get(self.member_role, frozenset()):
             return False
         if self.mandate is not None:
+            if action == Action.JOBS_REQUEST:
+                return bool(JOB_MANDATE_ACTIONS & set(self.mandate.actions))
             needed = MANDATE_FOR_ACTION.get(action)
             return needed is not None and needed in self.mandate.actions
         return True

@@ -135,6 +135,7 @@ class MandateAction(models.TextChoices):
     DEVICES_VIEW = "devices.view", "See the grantor's devices, secure elements and security domains"
     SD_CREATE = "sd.create", "Create security domains"
     SD_DELETE = "sd.delete", "Delete security domains"
+    SD_LOCK = "sd.lock", "Lock and unlock security domains and applications"
     KEYS_LOAD = "keys.load", "Load keys"
     KEYS_ROTATE = "keys.rotate", "Rotate keys"
     APPS_MANAGE = "apps.manage", "Install, personalise and delete applications"
