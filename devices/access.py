@@ -20,7 +20,7 @@ from tenants.access import Actor, rule
 from tenants.models import Consent
 
 
-def _scope_q(actor: Actor, prefix: str) -> Q:
+def mandate_scope_q(actor: Actor, prefix: str) -> Q:
     """The mandate's scope as a filter on devices reached through ``prefix``."""
     if actor.mandate is None or not actor.mandate.scope:
         return Q()
@@ -46,7 +46,7 @@ def _device_ids_visible(actor: Actor):  # type: ignore[no-untyped-def]
     via_sd = Q(pk__in=SecurityDomain.objects.filter(owner=org).values("secure_element__device_id"))
     via_consent = Q(pk__in=Consent.objects.filter(Consent.active_q(), grantee=org).values("device_id"))
     base = Device.objects.filter(direct | via_se | via_sd | via_consent)
-    scope = _scope_q(actor, "")
+    scope = mandate_scope_q(actor, "")
     if scope:
         base = base.filter(scope)
     return base.values("pk")

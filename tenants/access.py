@@ -199,6 +199,11 @@ def visible_to(model: type[M], actor: Actor, action: Action) -> QuerySet[M]:
     return model._default_manager.filter(predicate(actor))
 
 
+def rule_q(model: type[models.Model], actor: Actor) -> Q:
+    """The bare visibility predicate of ``model`` (no action check), to compose other rules."""
+    return _RULES[model](actor)
+
+
 def get_visible(model: type[M], actor: Actor, action: Action, **lookup: Any) -> M:
     """One row the actor may see, or NotFoundError exactly as if it did not exist."""
     try:
