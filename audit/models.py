@@ -30,6 +30,11 @@ class AuditTag(models.TextChoices):
     DEVICE_REGISTER = "device:register", "Device registered"
     SE_REGISTER = "se:register", "Secure element registered"
     SD_REGISTER = "sd:register", "Security domain recorded"
+    JOB_REQUEST = "job:request", "Job requested"
+    JOB_STATE = "job:state", "Job changed state"
+    JOB_STEP = "job:step", "Job step reported"
+    JOB_CANCEL = "job:cancel", "Job canceled"
+    INVENTORY_RECONCILE = "inventory:reconcile", "Card inventory reconciled"
 
 
 class AuditEvent(models.Model):
