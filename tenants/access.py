@@ -48,6 +48,10 @@ class Action(enum.StrEnum):
     CONTRACTS_VIEW = "contracts.view"
     CONSENTS_VIEW = "consents.view"
     AUDIT_VIEW = "audit.view"
+    # Registering, pairing and suspending devices and secure elements (never on someone's behalf).
+    DEVICES_MANAGE = "devices.manage"
+    # Importing, generating and retiring key sets in the subject's vault.
+    KEYS_MANAGE = "keys.manage"
     JOBS_VIEW = "jobs.view"
     JOBS_REQUEST = "jobs.request"
 
@@ -62,11 +66,12 @@ _VIEW = {
     Action.AUDIT_VIEW,
     Action.JOBS_VIEW,
 }
+_OPERATE = {Action.JOBS_REQUEST, Action.DEVICES_MANAGE, Action.KEYS_MANAGE}
 MEMBER_ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     MemberRole.AUDITOR: frozenset(_VIEW),
-    MemberRole.OPERATOR: frozenset(_VIEW | {Action.JOBS_REQUEST}),
-    MemberRole.ADMIN: frozenset(_VIEW | {Action.JOBS_REQUEST, Action.MEMBERS_MANAGE, Action.MANDATES_MANAGE}),
-    MemberRole.OWNER: frozenset(_VIEW | {Action.JOBS_REQUEST, Action.MEMBERS_MANAGE, Action.MANDATES_MANAGE}),
+    MemberRole.OPERATOR: frozenset(_VIEW | _OPERATE),
+    MemberRole.ADMIN: frozenset(_VIEW | _OPERATE | {Action.MEMBERS_MANAGE, Action.MANDATES_MANAGE}),
+    MemberRole.OWNER: frozenset(_VIEW | _OPERATE | {Action.MEMBERS_MANAGE, Action.MANDATES_MANAGE}),
 }
 
 # Acting on behalf of a mandator: only these actions, each needing one mandate action. Anything
@@ -76,6 +81,7 @@ MANDATE_FOR_ACTION: dict[Action, str] = {
     Action.DEVICES_VIEW: MandateAction.DEVICES_VIEW,
     Action.AUDIT_VIEW: MandateAction.AUDIT_VIEW,
     Action.JOBS_VIEW: MandateAction.DEVICES_VIEW,
+    Action.KEYS_MANAGE: MandateAction.KEYS_LOAD,
 }
 # Requesting a job on a mandator's behalf needs the mandate action of that job kind, which the
 # jobs service checks (``jobs.services.MANDATE_FOR_KIND``); the generic gate is any such action.
