@@ -42,6 +42,16 @@ class Device(models.Model):
         Organisation, null=True, blank=True, on_delete=models.SET_NULL, related_name="devices_connected"
     )
     identity_public_key = models.TextField(blank=True, help_text="PEM, ECDSA P-256")
+    identity_key_id = models.CharField(
+        max_length=64,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text="Lowercase hex SHA-256 of the identity key's DER SubjectPublicKeyInfo",
+    )
+    # The manufacturer's pairing claim: the SE in this device (devices.services, pairing rule).
+    se_issuer_slug = models.CharField(max_length=50, blank=True)
+    se_serial = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=DeviceStatus.choices, default=DeviceStatus.ACTIVE)
     intended_end_of_service = models.DateField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
@@ -93,6 +103,9 @@ class SecureElement(models.Model):
     iin = models.CharField(max_length=32, blank=True)
     cin = models.CharField(max_length=64, blank=True)
     life_cycle = models.CharField(max_length=16, choices=CardLifeCycle.choices, default=CardLifeCycle.SECURED)
+    # The issuer's pairing claim: the device this SE sits in (devices.services, pairing rule).
+    device_manufacturer_slug = models.CharField(max_length=50, blank=True)
+    device_serial = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

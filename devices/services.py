@@ -1,20 +1,192 @@
-"""Writes of the devices app. Registration flows (enrolment, batch upload) arrive with the jobs
-issue; these record devices, secure elements and security domains for the seed and for tests."""
+"""Writes of the devices app: enrolment of devices and secure elements, pairing, suspension.
+
+Pairing rule (a device and the SE inside it are two parties' records):
+- the device manufacturer's device may name its SE: ``se_issuer`` (the issuer's short name) and
+  ``se_serial``;
+- the SE issuer's SE may name its device: ``device_manufacturer`` and ``device_serial``;
+- the SE is linked to the device when **both claims name each other** — whichever registration
+  comes second makes the link, and an ``device:pair`` audit event records it. A one-sided claim
+  never links: linking makes each party see the other's record (DESIGN §5), so neither may attach
+  itself to someone else's hardware by naming it. A claim that does not (yet) match is kept, and
+  the answer is the same whether the other record is missing or says something else.
+"""
 
 from __future__ import annotations
 
-from django.db import transaction
+import hashlib
+import re
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.db import IntegrityError, transaction
 
 from audit.models import AuditTag
 from audit.services import audit_record
-from devices.models import Device, SecureElement, SecurityDomain
-from portal.errors import InvalidError, NotFoundError
-from tenants.access import Actor
-from tenants.models import MandateAction, Organisation, OrgRole
+from devices.models import (
+    Device,
+    DeviceKind,
+    DeviceStatus,
+    SecureElement,
+    SecureElementKind,
+    SecurityDomain,
+)
+from portal.errors import ConflictError, InvalidError, NotFoundError
+from tenants.access import Action, Actor, require
+from tenants.models import MandateAction, Organisation, OrgRole, slug_validator
+
+ISD_PRIVILEGES = [
+    "security_domain",
+    "card_lock",
+    "card_terminate",
+    "card_reset",
+    "cvm_management",
+    "authorized_management",
+    "global_delete",
+    "global_lock",
+    "global_registry",
+]
+SERIAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+HEX_RE = re.compile(r"^(?:[0-9A-Fa-f]{2})*$")
+MAX_PEM_CHARS = 4000
 
 
 class DeviceError(InvalidError):
     code = "invalid_device"
+
+
+class DeviceConflict(ConflictError):
+    code = "device_conflict"
+
+
+# --- input checks shared by the API, the pages and batch uploads ------------------------------
+
+
+def check_serial(serial: object, what: str = "serial") -> str:
+    if not isinstance(serial, str) or not SERIAL_RE.match(serial.strip()):
+        raise DeviceError(
+            f"A {what} is 1–64 letters, digits and . _ : - (starting with a letter or digit).",
+            fields={what: ["Invalid serial."]},
+        )
+    return serial.strip()
+
+
+def check_hex(value: object, what: str, *, min_bytes: int = 0, max_bytes: int) -> str:
+    """Even-length hex of ``min_bytes``–``max_bytes`` bytes, returned upper-case."""
+    if not isinstance(value, str) or not HEX_RE.match(value.strip()):
+        raise DeviceError(f"{what} must be hexadecimal (pairs of 0-9 A-F).", fields={what: ["Not hex."]})
+    value = value.strip().upper()
+    n = len(value) // 2
+    if not min_bytes <= n <= max_bytes:
+        raise DeviceError(
+            f"{what} must be {min_bytes}–{max_bytes} bytes; got {n}.", fields={what: ["Wrong length."]}
+        )
+    return value
+
+
+def check_aid(value: object, what: str = "isd_aid") -> str:
+    """An application identifier: 5–16 bytes (ISO/IEC 7816-5)."""
+    return check_hex(value, what, min_bytes=5, max_bytes=16)
+
+
+def check_slug(value: object, what: str) -> str:
+    from django.core.exceptions import ValidationError
+
+    if not isinstance(value, str):
+        raise DeviceError(f"{what} is an organisation's short name.", fields={what: ["Invalid."]})
+    try:
+        slug_validator(value)
+    except ValidationError:
+        raise DeviceError(f"{what} is an organisation's short name.", fields={what: ["Invalid."]}) from None
+    return value
+
+
+def identity_key_id(pem: str) -> str:
+    """Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo of an EC P-256 public key in PEM.
+
+    Raises ``DeviceError`` for anything else (other curves, RSA, private keys, garbage).
+    """
+    bad = DeviceError(
+        "identity_public_key must be a PEM 'PUBLIC KEY' (SubjectPublicKeyInfo) of an EC P-256 "
+        "(secp256r1) key, as `agent init` prints it.",
+        fields={"identity_public_key": ["Not an EC P-256 public key in PEM."]},
+    )
+    if not isinstance(pem, str) or not pem.strip() or len(pem) > MAX_PEM_CHARS:
+        raise bad
+    try:
+        key = serialization.load_pem_public_key(pem.strip().encode("ascii"))
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise bad from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise bad
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _normalised_pem(pem: str) -> str:
+    key = serialization.load_pem_public_key(pem.strip().encode("ascii"))
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+# --- pairing ----------------------------------------------------------------------------------
+
+
+def _claims_match(device: Device, se: SecureElement) -> bool:
+    return (
+        se.device_id is None
+        and bool(device.se_serial)
+        and device.se_issuer_slug == se.issuer.slug
+        and device.se_serial == se.serial
+        and se.device_manufacturer_slug == device.manufacturer.slug
+        and se.device_serial == device.serial
+    )
+
+
+def _pair(*, actor: Actor, device: Device, se: SecureElement) -> None:
+    """Link ``se`` into ``device`` (claims already checked, inside the caller's transaction)."""
+    linked = SecureElement.objects.filter(pk=se.pk, device__isnull=True).update(device=device)
+    if not linked:
+        return
+    se.device = device
+    audit_record(
+        actor=actor,
+        tag=AuditTag.DEVICE_PAIR,
+        target=device,
+        details={"device": device.serial, "se": se.serial, "issuer": se.issuer.slug},
+        concerns=[device.manufacturer, se.issuer],
+    )
+
+
+def _pair_device(*, actor: Actor, device: Device) -> SecureElement | None:
+    if not device.se_serial:
+        return None
+    se = (
+        SecureElement.objects.select_related("issuer")
+        .filter(issuer__slug=device.se_issuer_slug, serial=device.se_serial, device__isnull=True)
+        .first()
+    )
+    if se is None or not _claims_match(device, se):
+        return None
+    _pair(actor=actor, device=device, se=se)
+    return se
+
+
+def _pair_secure_element(*, actor: Actor, se: SecureElement) -> Device | None:
+    if not se.device_serial:
+        return None
+    device = (
+        Device.objects.select_related("manufacturer")
+        .filter(manufacturer__slug=se.device_manufacturer_slug, serial=se.device_serial)
+        .first()
+    )
+    if device is None or not _claims_match(device, se):
+        return None
+    _pair(actor=actor, device=device, se=se)
+    return device
+
+
+# --- devices ----------------------------------------------------------------------------------
 
 
 def device_register(
@@ -25,27 +197,123 @@ def device_register(
     holder: Organisation | None = None,
     subscriber: Organisation | None = None,
     identity_public_key: str = "",
+    key_id: str = "",
+    se_issuer: str = "",
+    se_serial: str = "",
 ) -> Device:
-    """A device manufacturer records one of its devices."""
-    if not actor.org.has_role(OrgRole.DEVICE_MANUFACTURER):
-        raise DeviceError("Only a device manufacturer registers devices.")
-    with transaction.atomic():
-        device = Device.objects.create(
-            serial=serial,
-            kind=kind,
-            manufacturer=actor.org,
-            holder=holder,
-            subscriber=subscriber,
-            identity_public_key=identity_public_key,
+    """A device manufacturer enrols one of its devices.
+
+    Preconditions: the acting organisation (never on someone's behalf) is a device manufacturer
+    and the member may manage devices. ``identity_public_key`` is the EC P-256 public key in PEM;
+    ``key_id``, when given (``agent init`` prints it), must equal the key's computed id.
+    ``se_issuer``/``se_serial`` are the manufacturer's pairing claim (module docstring).
+    Effects: one Device (and, when the SE issuer already named it, the SE linked to it), audited
+    in the same transaction. Raises ``DeviceError`` (400) or ``DeviceConflict`` (409).
+    """
+    require(actor, Action.DEVICES_MANAGE)
+    if actor.on_behalf_of is not None or not actor.org.has_role(OrgRole.DEVICE_MANUFACTURER):
+        raise DeviceError("Only a device manufacturer registers devices, for itself.")
+    serial = check_serial(serial)
+    if kind not in DeviceKind.values:
+        raise DeviceError(
+            f"kind must be one of {', '.join(DeviceKind.values)}.", fields={"kind": ["Unknown kind."]}
         )
-        audit_record(
-            actor=actor,
-            tag=AuditTag.DEVICE_REGISTER,
-            target=device,
-            details={"serial": serial, "kind": kind},
-            concerns=[o for o in (holder, subscriber) if o],
+    computed = ""
+    if identity_public_key:
+        computed = identity_key_id(identity_public_key)
+        identity_public_key = _normalised_pem(identity_public_key)
+        if key_id and key_id.strip().lower() != computed:
+            raise DeviceError(
+                "key_id does not match identity_public_key (it is the SHA-256 of the key's DER SubjectPublicKeyInfo).",
+                fields={"key_id": ["Does not match the key."]},
+            )
+    elif key_id:
+        raise DeviceError("key_id needs identity_public_key.", fields={"key_id": ["Without a key."]})
+    if bool(se_issuer) != bool(se_serial):
+        raise DeviceError(
+            "Name the SE by both se_issuer and se_serial, or neither.", fields={"se_serial": ["Incomplete."]}
         )
+    if se_issuer:
+        se_issuer = check_slug(se_issuer, "se_issuer")
+        se_serial = check_serial(se_serial, "se_serial")
+    try:
+        with transaction.atomic():
+            device = Device.objects.create(
+                serial=serial,
+                kind=kind,
+                manufacturer=actor.org,
+                holder=holder,
+                subscriber=subscriber,
+                identity_public_key=identity_public_key,
+                identity_key_id=computed or None,
+                se_issuer_slug=se_issuer,
+                se_serial=se_serial,
+            )
+            audit_record(
+                actor=actor,
+                tag=AuditTag.DEVICE_REGISTER,
+                target=device,
+                details={"serial": serial, "kind": kind, "key_id": computed},
+                concerns=[o for o in (holder, subscriber) if o],
+            )
+            _pair_device(actor=actor, device=device)
+    except IntegrityError as exc:
+        raise _device_conflict(exc, serial) from None
     return device
+
+
+def _device_conflict(exc: IntegrityError, serial: str) -> DeviceConflict:
+    text = str(exc).lower()
+    if "identity_key_id" in text:
+        return DeviceConflict(
+            "This identity key is already enrolled for a device; each device has its own key.",
+            fields={"identity_public_key": ["Already enrolled."]},
+        )
+    return DeviceConflict(
+        f"You already registered a device with serial '{serial}'.", fields={"serial": ["Already registered."]}
+    )
+
+
+def _device_set_status(*, actor: Actor, device: Device, from_status: str, to_status: str, tag: AuditTag) -> Device:
+    require(actor, Action.DEVICES_MANAGE)
+    if actor.on_behalf_of is not None or device.manufacturer_id != actor.org.pk:
+        raise DeviceError("Only the device's manufacturer suspends or reactivates it.")
+    with transaction.atomic():
+        changed = Device.objects.filter(pk=device.pk, status=from_status).update(status=to_status)
+        if not changed:
+            device.refresh_from_db(fields=["status"])
+            raise DeviceConflict(
+                f"The device is {device.status}, not {from_status}; nothing was changed.",
+                code="device_state",
+            )
+        device.status = to_status
+        audit_record(actor=actor, tag=tag, target=device, details={"from": from_status, "to": to_status})
+    return device
+
+
+def device_suspend(*, actor: Actor, device: Device) -> Device:
+    """Active → suspended (compare-and-set): the agent endpoint then answers ``device_suspended``."""
+    return _device_set_status(
+        actor=actor,
+        device=device,
+        from_status=DeviceStatus.ACTIVE,
+        to_status=DeviceStatus.SUSPENDED,
+        tag=AuditTag.DEVICE_SUSPEND,
+    )
+
+
+def device_reactivate(*, actor: Actor, device: Device) -> Device:
+    """Suspended → active (compare-and-set)."""
+    return _device_set_status(
+        actor=actor,
+        device=device,
+        from_status=DeviceStatus.SUSPENDED,
+        to_status=DeviceStatus.ACTIVE,
+        tag=AuditTag.DEVICE_REACTIVATE,
+    )
+
+
+# --- secure elements --------------------------------------------------------------------------
 
 
 def secure_element_register(
@@ -57,35 +325,56 @@ def secure_element_register(
     isd_aid: str,
     supplier: Organisation | None = None,
     cplc: str = "",
+    device_manufacturer: str = "",
+    device_serial: str = "",
 ) -> SecureElement:
-    """An SE issuer records an SE (or TEE) it issues, with its Issuer Security Domain."""
-    if not actor.org.has_role(OrgRole.SE_ISSUER):
-        raise DeviceError("Only an SE issuer registers secure elements.")
-    with transaction.atomic():
-        se = SecureElement.objects.create(
-            device=device, kind=kind, issuer=actor.org, supplier=supplier, serial=serial, cplc=cplc
+    """An SE issuer records an SE (or TEE) it issues, with its Issuer Security Domain.
+
+    ``device`` links directly and is for platform code that vouches for both sides (the demo
+    seed); enrolment passes ``device=None`` and the issuer's pairing claim
+    ``device_manufacturer``/``device_serial`` (module docstring). Keys: ``keys.services``.
+    """
+    require(actor, Action.DEVICES_MANAGE)
+    if actor.on_behalf_of is not None or not actor.org.has_role(OrgRole.SE_ISSUER):
+        raise DeviceError("Only an SE issuer registers secure elements, for itself.")
+    serial = check_serial(serial)
+    if kind not in SecureElementKind.values:
+        raise DeviceError("kind must be 'se' or 'tee'.", fields={"kind": ["Unknown kind."]})
+    isd_aid = check_aid(isd_aid)
+    cplc = check_hex(cplc or "", "cplc", max_bytes=64) if cplc else ""
+    if bool(device_manufacturer) != bool(device_serial):
+        raise DeviceError(
+            "Name the device by both manufacturer and serial, or neither.", fields={"device": ["Incomplete."]}
         )
-        SecurityDomain.objects.create(
-            secure_element=se,
-            aid=isd_aid,
-            owner=actor.org,
-            is_isd=True,
-            privileges=[
-                "security_domain",
-                "card_lock",
-                "card_terminate",
-                "card_reset",
-                "cvm_management",
-                "authorized_management",
-                "global_delete",
-                "global_lock",
-                "global_registry",
-            ],
-        )
-        concerns = [o for o in (supplier, device.manufacturer if device else None) if o]
-        audit_record(
-            actor=actor, tag=AuditTag.SE_REGISTER, target=se, details={"serial": serial}, concerns=concerns
-        )
+    if device_manufacturer:
+        device_manufacturer = check_slug(device_manufacturer, "device.manufacturer")
+        device_serial = check_serial(device_serial, "device.serial")
+    try:
+        with transaction.atomic():
+            se = SecureElement.objects.create(
+                device=device,
+                kind=kind,
+                issuer=actor.org,
+                supplier=supplier,
+                serial=serial,
+                cplc=cplc,
+                device_manufacturer_slug=device_manufacturer,
+                device_serial=device_serial,
+            )
+            SecurityDomain.objects.create(
+                secure_element=se, aid=isd_aid, owner=actor.org, is_isd=True, privileges=list(ISD_PRIVILEGES)
+            )
+            concerns = [o for o in (supplier, device.manufacturer if device else None) if o]
+            audit_record(
+                actor=actor, tag=AuditTag.SE_REGISTER, target=se, details={"serial": serial}, concerns=concerns
+            )
+            if device is None:
+                _pair_secure_element(actor=actor, se=se)
+    except IntegrityError:
+        raise DeviceConflict(
+            f"You already registered a secure element with serial '{serial}'.",
+            fields={"serial": ["Already registered."]},
+        ) from None
     return se
 
 

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "audit",
     "tenants",
     "devices",
+    "keys",
 ]
 
 MIDDLEWARE = [
@@ -180,6 +181,12 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/api/v1",
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TESSERA_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
+
+# --- Vault (DESIGN §6; keys.vault) ----------------------------------------------------------
+# The master key itself comes from TESSERA_VAULT_MASTER_KEY or TESSERA_VAULT_MASTER_KEY_FILE, read
+# by keys.vault (never kept in settings). The embedded default generates the file on first use.
+TESSERA_VAULT_BACKEND = env_str("TESSERA_VAULT_BACKEND", "keys.vault.local_backend")
+TESSERA_VAULT_GENERATE_KEY = env_bool("TESSERA_VAULT_GENERATE_KEY", EMBEDDED or DEBUG)
 
 # --- i18n / static --------------------------------------------------------------------------
 LANGUAGE_CODE = "en-gb"

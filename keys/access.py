@@ -1,0 +1,28 @@
+"""Visibility of key sets (DESIGN §5–6).
+
+A key set is visible to its owner organisation only — an SE issuer does not see a provider's key
+sets on its card, a subscriber does not see anyone's. A grantee acting on the owner's behalf sees
+them (as KCVs, like everyone) only when its mandate covers loading or rotating keys, and only on
+the devices the mandate's scope reaches. Nobody ever sees key bytes: APIs and pages show KCVs.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Q
+
+from devices.access import _device_ids_visible
+from keys.models import KeySet
+from tenants.access import Actor, rule
+from tenants.models import MandateAction
+
+KEY_MANDATE_ACTIONS = frozenset({MandateAction.KEYS_LOAD, MandateAction.KEYS_ROTATE})
+
+
+@rule(KeySet)
+def _key_set_rule(actor: Actor) -> Q:
+    own = Q(owner=actor.subject)
+    if actor.mandate is None:
+        return own
+    if not KEY_MANDATE_ACTIONS & set(actor.mandate.actions):
+        return Q(pk__in=[])
+    return own & Q(security_domain__secure_element__device_id__in=_device_ids_visible(actor))

@@ -1,0 +1,39 @@
+"""Reads of the keys app. Lists go through ``visible_to``; ``active_keyset`` is server-internal."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import QuerySet
+
+from devices.models import SecurityDomain
+from keys.models import KeySet, KeySetStatus
+from tenants.access import Action, Actor, visible_to
+
+
+def keysets_for_sd(actor: Actor, sd: SecurityDomain) -> QuerySet[KeySet]:
+    """The key sets of ``sd`` the actor may see (its own, or its mandator's under a key mandate)."""
+    return visible_to(KeySet, actor, Action.DEVICES_VIEW).filter(security_domain=sd).order_by("kvn", "created_at")
+
+
+def keysets_by_sd(actor: Actor, sd_ids: Iterable[Any]) -> dict[Any, list[KeySet]]:
+    """Visible key sets of several SDs at once, by SD id (device pages and APIs)."""
+    out: dict[Any, list[KeySet]] = defaultdict(list)
+    qs = visible_to(KeySet, actor, Action.DEVICES_VIEW).filter(security_domain_id__in=list(sd_ids))
+    for ks in qs.order_by("kvn", "created_at"):
+        out[ks.security_domain_id].append(ks)
+    return dict(out)
+
+
+def active_keyset(sd: SecurityDomain) -> KeySet | None:
+    """The key set workers use to open a channel to ``sd``: its newest active one.
+
+    Server-internal (workers compiling scripts): no actor, so never call it from a view.
+    """
+    return (
+        KeySet.objects.filter(security_domain=sd, status=KeySetStatus.ACTIVE)
+        .order_by("-created_at")
+        .first()
+    )

@@ -1,0 +1,368 @@
+"""The vault: envelope encryption of key material (DESIGN §6).
+
+1. Each organisation has a random 256-bit *data key*; only its wrapped form is stored
+   (``OrgDataKey.wrapped``), wrapped by the *master key* of a ``MasterKeyBackend``.
+2. ``vault_seal`` encrypts with the organisation's data key under AES-256-GCM. The associated data
+   names the owner organisation and a purpose string (``keyset:<id>``…), so a blob copied to
+   another organisation's row, or to another purpose, fails to open.
+3. ``vault_shred`` destroys the wrapped data key: every blob of that organisation is gone for good.
+
+The master key backend is chosen by configuration (``TESSERA_VAULT_BACKEND``, a dotted path to a
+factory returning a ``MasterKeyBackend``). The default, ``keys.vault.local_backend``, reads the key
+from ``TESSERA_VAULT_MASTER_KEY`` (base64 of 32 bytes) or from the file
+``TESSERA_VAULT_MASTER_KEY_FILE`` (default ``$TESSERA_VAR_DIR/vault-master.key``), which the
+embedded default generates with mode 0600 on first use. A PKCS#11 backend (issue 5) implements
+the same three members with a non-extractable token key.
+
+Unwrapped data keys live in process memory only, in a small LRU with a short time-to-live; a
+shred in another process is therefore honoured here within ``CACHE_TTL_SECONDS`` at the latest.
+Nothing in this module logs or raises key material.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+import stat
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Protocol
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from keys.errors import VaultConfigurationError, VaultError
+
+MASTER_KEY_ENV = "TESSERA_VAULT_MASTER_KEY"
+MASTER_KEY_FILE_ENV = "TESSERA_VAULT_MASTER_KEY_FILE"
+BLOB_VERSION = b"\x01"
+NONCE_BYTES = 12
+CACHE_SIZE = 256
+CACHE_TTL_SECONDS = 30.0
+_AAD_PREFIX = b"tessera-vault/v1\x00"
+_WRAP_AAD_PREFIX = b"tessera-vault/v1/org-data-key\x00"
+_MAX_PURPOSE = 200
+
+
+class MasterKeyBackend(Protocol):
+    """What the vault needs from a master key: wrap and unwrap data keys, and name the key."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def wrap(self, data_key: bytes, *, aad: bytes) -> bytes: ...
+
+    def unwrap(self, wrapped: bytes, *, aad: bytes) -> bytes: ...
+
+
+class LocalMasterKey:
+    """A master key held in process memory (env or file): AES-256-GCM key wrapping."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise VaultConfigurationError("the vault master key must be 32 bytes")
+        self._aead = AESGCM(key)
+        # A public name for the key: a hash under a fixed label, useless for recovering it.
+        self._key_id = "local:" + hashlib.sha256(b"tessera-vault-master-key-id\x00" + key).hexdigest()[:16]
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id
+
+    def wrap(self, data_key: bytes, *, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, data_key, aad)
+
+    def unwrap(self, wrapped: bytes, *, aad: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
+        except (InvalidTag, ValueError):
+            raise VaultError("The organisation's data key cannot be unwrapped by this master key.") from None
+
+    def __repr__(self) -> str:
+        return f"LocalMasterKey({self._key_id})"
+
+
+# --- loading the master key ------------------------------------------------------------------
+
+
+def _decode_master_key(text: str, where: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise VaultConfigurationError(
+            f"{where} is not a base64-encoded 32-byte key; generate one with "
+            "`python -c \"import base64,os;print(base64.b64encode(os.urandom(32)).decode())\"`"
+        )
+    return key
+
+
+def _generate_key_file(path: Path) -> None:
+    """Create ``path`` with a new key, mode 0600, atomically: concurrent first uses agree on one key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # fails if another process won the race: its key is the key
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise VaultConfigurationError(f"{MASTER_KEY_FILE_ENV} {path} is not a regular file")
+        if mode & 0o077:
+            raise VaultConfigurationError(
+                f"the vault master key file {path} is readable by other users (mode {stat.S_IMODE(mode):03o}); "
+                f"run `chmod 600 {path}`"
+            )
+        text = path.read_text(encoding="ascii")
+    except VaultConfigurationError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VaultConfigurationError(
+            f"cannot read the vault master key file {path} ({type(exc).__name__}); check it exists and "
+            "is readable by this user"
+        ) from None
+    return _decode_master_key(text, f"the vault master key file {path}")
+
+
+def _key_file_path() -> tuple[Path, bool]:
+    """The key file and whether it was configured explicitly (explicit files are never generated)."""
+    explicit = os.environ.get(MASTER_KEY_FILE_ENV, "").strip()
+    if explicit:
+        return Path(explicit), True
+    return Path(settings.VAR_DIR) / "vault-master.key", False
+
+
+def _may_generate() -> bool:
+    return bool(getattr(settings, "TESSERA_VAULT_GENERATE_KEY", False))
+
+
+def local_backend() -> LocalMasterKey:
+    """The embedded default: the master key from the environment or from the key file."""
+    raw = os.environ.get(MASTER_KEY_ENV)
+    if raw is not None and raw.strip():
+        return LocalMasterKey(_decode_master_key(raw, MASTER_KEY_ENV))
+    path, explicit = _key_file_path()
+    if not path.exists():
+        if explicit or not _may_generate():
+            raise VaultConfigurationError(
+                f"no vault master key: set {MASTER_KEY_ENV} (base64 of 32 bytes) or {MASTER_KEY_FILE_ENV} "
+                f"(a file holding one, mode 0600); {path} does not exist"
+            )
+        _generate_key_file(path)
+    return LocalMasterKey(_read_key_file(path))
+
+
+_backend_lock = threading.Lock()
+_backend: MasterKeyBackend | None = None
+
+
+def master_key_backend() -> MasterKeyBackend:
+    """The configured backend, built once per process."""
+    global _backend
+    with _backend_lock:
+        if _backend is None:
+            path = getattr(settings, "TESSERA_VAULT_BACKEND", "keys.vault.local_backend")
+            try:
+                factory = import_string(path)
+            except ImportError:
+                raise VaultConfigurationError(
+                    f"TESSERA_VAULT_BACKEND={path!r} names no importable factory"
+                ) from None
+            _backend = factory()
+        return _backend
+
+
+def vault_check_configuration() -> None:
+    """At start-up: refuse a malformed or unreadable master key at once.
+
+    A deployment that configured nothing and may not generate a key starts anyway (the portal
+    does not need the vault for most pages) and fails on the first seal or open with the same
+    clear message.
+    """
+    raw = os.environ.get(MASTER_KEY_ENV, "").strip()
+    path, explicit = _key_file_path()
+    if raw or explicit or path.exists() or _may_generate() or settings.TESSERA_VAULT_BACKEND != (
+        "keys.vault.local_backend"
+    ):
+        master_key_backend()
+
+
+def vault_reset() -> None:
+    """Forget the backend and every cached data key (tests; a master key rotation)."""
+    global _backend
+    with _backend_lock:
+        _backend = None
+    _cache.clear()
+
+
+# --- the data key cache ------------------------------------------------------------------------
+
+
+class _DataKeyCache:
+    """A bounded LRU of unwrapped data keys with a time-to-live, safe across threads."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self._size = size
+        self._ttl = ttl
+        self._items: OrderedDict[UUID, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, org_id: UUID) -> bytes | None:
+        with self._lock:
+            item = self._items.get(org_id)
+            if item is None:
+                return None
+            if item[0] < time.monotonic():
+                del self._items[org_id]
+                return None
+            self._items.move_to_end(org_id)
+            return item[1]
+
+    def put(self, org_id: UUID, key: bytes) -> None:
+        with self._lock:
+            self._items[org_id] = (time.monotonic() + self._ttl, key)
+            self._items.move_to_end(org_id)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def drop(self, org_id: UUID) -> None:
+        with self._lock:
+            self._items.pop(org_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_cache = _DataKeyCache(CACHE_SIZE, CACHE_TTL_SECONDS)
+
+
+def _uuid(org_id: UUID | str) -> UUID:
+    try:
+        return org_id if isinstance(org_id, UUID) else UUID(str(org_id))
+    except ValueError:
+        raise VaultError("The vault needs an organisation id.") from None
+
+
+def _wrap_aad(org_id: UUID) -> bytes:
+    return _WRAP_AAD_PREFIX + org_id.bytes
+
+
+def _data_key(org_id: UUID, *, create: bool) -> bytes:
+    """The organisation's unwrapped data key; created on first seal, never after a shred."""
+    from keys.models import OrgDataKey
+
+    cached = _cache.get(org_id)
+    if cached is not None:
+        return cached
+    backend = master_key_backend()
+    row = OrgDataKey.objects.filter(org_id=org_id).first()
+    if row is None:
+        if not create:
+            raise VaultError("Nothing was ever sealed for this organisation.")
+        fresh = os.urandom(32)
+        try:
+            with transaction.atomic():
+                row = OrgDataKey.objects.create(
+                    org_id=org_id,
+                    wrapped=backend.wrap(fresh, aad=_wrap_aad(org_id)),
+                    master_key_id=backend.key_id,
+                )
+        except IntegrityError:
+            # Another request created it first: use theirs.
+            row = OrgDataKey.objects.get(org_id=org_id)
+    if row.shredded_at is not None or not row.wrapped:
+        raise VaultError("This organisation's data key was shredded; its sealed material is gone.")
+    if row.master_key_id != backend.key_id:
+        raise VaultError(
+            "This organisation's data key is wrapped by another master key; configure that key."
+        )
+    key = backend.unwrap(bytes(row.wrapped), aad=_wrap_aad(org_id))
+    _cache.put(org_id, key)
+    return key
+
+
+def _aad(org_id: UUID, purpose: str) -> bytes:
+    if not isinstance(purpose, str) or not purpose or len(purpose) > _MAX_PURPOSE:
+        raise VaultError("A vault purpose is a non-empty string of at most 200 characters.")
+    return _AAD_PREFIX + org_id.bytes + b"\x00" + purpose.encode()
+
+
+# --- the public functions ----------------------------------------------------------------------
+
+
+def vault_seal(*, org_id: UUID | str, purpose: str, plaintext: bytes) -> bytes:
+    """Encrypt ``plaintext`` for organisation ``org_id`` and ``purpose``: version‖nonce‖ct‖tag."""
+    oid = _uuid(org_id)
+    aad = _aad(oid, purpose)
+    if not isinstance(plaintext, bytes | bytearray):
+        raise VaultError("The vault seals bytes.")
+    nonce = os.urandom(NONCE_BYTES)
+    ct = AESGCM(_data_key(oid, create=True)).encrypt(nonce, bytes(plaintext), aad)
+    return BLOB_VERSION + nonce + ct
+
+
+def vault_open(*, org_id: UUID | str, purpose: str, blob: bytes) -> bytes:
+    """Decrypt a blob sealed for exactly this organisation and purpose, or raise ``VaultError``."""
+    oid = _uuid(org_id)
+    aad = _aad(oid, purpose)
+    blob = bytes(blob) if isinstance(blob, bytes | bytearray | memoryview) else b""
+    if len(blob) < 1 + NONCE_BYTES + 16 or blob[:1] != BLOB_VERSION:
+        raise VaultError("The sealed blob is malformed.")
+    key = _data_key(oid, create=False)
+    try:
+        return AESGCM(key).decrypt(blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :], aad)
+    except InvalidTag:
+        raise VaultError(
+            "The sealed blob does not open for this organisation and purpose (moved, altered or shredded)."
+        ) from None
+
+
+def vault_shred(*, org_id: UUID | str) -> bool:
+    """Crypto-shred: destroy the organisation's data key. Returns False if there was none to destroy.
+
+    Effects: the wrapped key is overwritten with nothing and ``shredded_at`` set, in one
+    transaction with a ``vault:shred`` audit event (by the platform); this process's cache
+    forgets it at once, other processes within ``CACHE_TTL_SECONDS``. Irreversible by design.
+    """
+    from audit.models import AuditTag
+    from audit.services import audit_record
+    from keys.models import OrgDataKey
+
+    oid = _uuid(org_id)
+    with transaction.atomic():
+        done = OrgDataKey.objects.filter(org_id=oid, shredded_at__isnull=True).update(
+            wrapped=b"", shredded_at=timezone.now()
+        )
+        if done:
+            audit_record(actor=None, tag=AuditTag.VAULT_SHRED, details={"org": str(oid)}, concerns=[oid])
+    _cache.drop(oid)
+    transaction.on_commit(lambda: _cache.drop(oid))
+    return bool(done)
