@@ -1,0 +1,333 @@
+"""The agent's configuration: one TOML file, loaded into a frozen :class:`AgentConfig`.
+
+Example (``python -m agent init`` writes one)::
+
+    server_url = "https://portal.example.org"
+    serial = "GW-0001"
+    identity_key = "agent.identity.pem"        # relative paths are relative to this file
+    backend = "soft:se.card"                   # soft:STATE_PATH | pcsc:READER_NAME
+    journal = "agent.journal.sqlite"
+    log_level = "INFO"                         # DEBUG | INFO | WARNING | ERROR
+    ca_file = "/etc/tessera/ca.pem"            # optional: trust anchors for the portal's TLS
+
+    [poll]
+    min_s = 5.0             # the server's poll_after is clamped to [min_s, max_s]
+    max_s = 3600.0
+    backoff_base_s = 2.0    # after a failed exchange: full jitter in [0, min(cap, base·2^n)]
+    backoff_cap_s = 600.0
+
+    [timeouts]
+    connect_s = 10.0
+    read_s = 30.0
+
+:func:`load_config` refuses every bad value with a :class:`ConfigError` naming the file and the
+key: a missing or unparsable file, an unknown key, a wrong type, a URL that is not http(s), an
+identity key file that is missing, unreadable, not an ECDSA P-256 private key, or readable by
+anyone but its owner (mode looser than 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent.errors import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "PollSettings",
+    "Timeouts",
+    "load_config",
+    "load_identity_key",
+    "write_config",
+]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+BACKEND_KINDS = ("soft", "pcsc")
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    min_s: float = 5.0
+    max_s: float = 3600.0
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 600.0
+
+    def clamp(self, delay: float) -> float:
+        return min(max(delay, self.min_s), self.max_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect_s: float = 10.0
+    read_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Everything the agent needs to run; paths are absolute once loaded."""
+
+    server_url: str
+    serial: str
+    identity_key: Path
+    backend: str
+    journal: Path
+    log_level: str = "INFO"
+    ca_file: Path | None = None
+    poll: PollSettings = field(default_factory=PollSettings)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    path: Path | None = None  # the file it was loaded from (not written)
+
+    @property
+    def backend_kind(self) -> str:
+        return self.backend.split(":", 1)[0]
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "server_url": self.server_url,
+            "serial": self.serial,
+            "identity_key": str(self.identity_key),
+            "backend": self.backend,
+            "journal": str(self.journal),
+            "log_level": self.log_level,
+        }
+        if self.ca_file is not None:
+            out["ca_file"] = str(self.ca_file)
+        out["poll"] = {
+            "min_s": self.poll.min_s,
+            "max_s": self.poll.max_s,
+            "backoff_base_s": self.poll.backoff_base_s,
+            "backoff_cap_s": self.poll.backoff_cap_s,
+        }
+        out["timeouts"] = {"connect_s": self.timeouts.connect_s, "read_s": self.timeouts.read_s}
+        return out
+
+
+_TOP = {
+    "server_url",
+    "serial",
+    "identity_key",
+    "backend",
+    "journal",
+    "log_level",
+    "ca_file",
+    "poll",
+    "timeouts",
+}
+_REQUIRED = ("server_url", "serial", "identity_key", "backend", "journal")
+_POLL = {"min_s", "max_s", "backoff_base_s", "backoff_cap_s"}
+_TIMEOUTS = {"connect_s", "read_s"}
+
+
+class _Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {message}")
+
+    def string(self, table: dict[str, Any], key: str, where: str = "") -> str:
+        name = f"{where}.{key}" if where else key
+        value = table[key]
+        if not isinstance(value, str):
+            raise self.fail(name, f"must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise self.fail(name, "must not be empty")
+        return value
+
+    def number(self, table: dict[str, Any], key: str, where: str, *, lo: float, hi: float) -> float:
+        name = f"{where}.{key}"
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(name, f"must be a number of seconds, got {type(value).__name__}")
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise self.fail(name, f"must be between {lo:g} and {hi:g} seconds, got {value}")
+        return float(value)
+
+    def path_value(self, table: dict[str, Any], key: str) -> Path:
+        return (self.base / os.path.expanduser(self.string(table, key))).resolve()
+
+    def unknown(self, table: dict[str, Any], allowed: set[str], where: str = "") -> None:
+        for key in table:
+            if key not in allowed:
+                name = f"{where}.{key}" if where else key
+                raise self.fail(name, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def table(self, raw: dict[str, Any], key: str) -> dict[str, Any]:
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table ([{key}]), got {type(value).__name__}")
+        return value
+
+
+def load_identity_key(path: Path, *, what: str = "identity_key") -> ec.EllipticCurvePrivateKey:
+    """Load the device identity key: a PEM ECDSA P-256 private key readable by its owner only."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: {path} does not exist (run `python -m agent init`)") from None
+    except OSError as e:
+        raise ConfigError(f"{what}: {path} cannot be read: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{what}: {path} is not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"{what}: {path} has mode {mode:04o}, readable beyond its owner; run `chmod 600 {path}`"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{what}: {path} cannot be read: {e.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{what}: {path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigError(f"{what}: {path} is not an ECDSA P-256 key")
+    return key
+
+
+def _check_url(reader: _Reader, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http"):
+        raise reader.fail(
+            "server_url", f"must start with https:// (or http:// for a local portal), got {url!r}"
+        )
+    if not parts.hostname:
+        raise reader.fail("server_url", f"has no host: {url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise reader.fail("server_url", "must not carry a query, fragment or credentials")
+    return url.rstrip("/")
+
+
+def _check_backend(reader: _Reader, spec: str) -> str:
+    kind, sep, arg = spec.partition(":")
+    if not sep or kind not in BACKEND_KINDS or not arg:
+        raise reader.fail("backend", f"must be soft:STATE_PATH or pcsc:READER_NAME, got {spec!r}")
+    if kind == "soft":
+        return f"soft:{(reader.base / os.path.expanduser(arg)).resolve()}"
+    return spec
+
+
+def load_config(path: str | os.PathLike[str]) -> AgentConfig:
+    """Read and check the TOML configuration at ``path`` (see the module docstring)."""
+    file = Path(path).expanduser().resolve()
+    try:
+        raw_bytes = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{file}: configuration file not found (create it with `python -m agent init`)"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read the configuration file: {e.strerror}") from None
+    try:
+        raw = tomllib.loads(raw_bytes.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file}: invalid TOML: {e}") from None
+    r = _Reader(file)
+    r.unknown(raw, _TOP)
+    for key in _REQUIRED:
+        if key not in raw:
+            raise r.fail(key, "missing")
+    server_url = _check_url(r, r.string(raw, "server_url"))
+    serial = r.string(raw, "serial")
+    if len(serial) > 64 or not serial.isprintable():
+        raise r.fail("serial", "must be at most 64 printable characters")
+    log_level = r.string(raw, "log_level").upper() if "log_level" in raw else "INFO"
+    if log_level not in LOG_LEVELS:
+        raise r.fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+    backend = _check_backend(r, r.string(raw, "backend"))
+    journal = r.path_value(raw, "journal")
+    if not journal.parent.is_dir():
+        raise r.fail("journal", f"directory {journal.parent} does not exist")
+    ca_file = None
+    if "ca_file" in raw:
+        ca_file = r.path_value(raw, "ca_file")
+        if not os.access(ca_file, os.R_OK):
+            raise r.fail("ca_file", f"{ca_file} is missing or unreadable")
+
+    poll_table = r.table(raw, "poll")
+    r.unknown(poll_table, _POLL, "poll")
+    defaults = PollSettings()
+    poll_values = {
+        key: r.number(poll_table, key, "poll", lo=0.01, hi=86400.0)
+        if key in poll_table
+        else getattr(defaults, key)
+        for key in _POLL
+    }
+    poll = PollSettings(**poll_values)
+    if poll.min_s > poll.max_s:
+        raise r.fail("poll.min_s", f"({poll.min_s:g}) must not exceed poll.max_s ({poll.max_s:g})")
+    timeouts_table = r.table(raw, "timeouts")
+    r.unknown(timeouts_table, _TIMEOUTS, "timeouts")
+    t_defaults = Timeouts()
+    timeouts = Timeouts(
+        **{
+            key: r.number(timeouts_table, key, "timeouts", lo=0.1, hi=3600.0)
+            if key in timeouts_table
+            else getattr(t_defaults, key)
+            for key in _TIMEOUTS
+        }
+    )
+    identity_key = r.path_value(raw, "identity_key")
+    try:
+        load_identity_key(identity_key)
+    except ConfigError as e:
+        raise ConfigError(f"{file}: {e}") from None
+    return AgentConfig(
+        server_url=server_url,
+        serial=serial,
+        identity_key=identity_key,
+        backend=backend,
+        journal=journal,
+        log_level=log_level,
+        ca_file=ca_file,
+        poll=poll,
+        timeouts=timeouts,
+        path=file,
+    )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    return json.dumps(str(value))  # a JSON string (ASCII, escaped) is a TOML basic string
+
+
+def write_config(path: str | os.PathLike[str], config: AgentConfig) -> Path:
+    """Write ``config`` as TOML to ``path`` atomically (temp file, fsync, rename); return the path."""
+    file = Path(path)
+    lines: list[str] = ["# Tessera device agent (python -m agent run --config THIS_FILE)"]
+    tables: list[str] = []
+    for key, value in replace(config, path=None).to_toml_dict().items():
+        if isinstance(value, dict):
+            tables.append("")
+            tables.append(f"[{key}]")
+            tables.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    text = "\n".join(lines + tables) + "\n"
+    tmp = file.with_name(file.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, file)
+    return file
