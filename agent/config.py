@@ -46,6 +46,8 @@ from agent.errors import ConfigError
 __all__ = [
     "AgentConfig",
     "PollSettings",
+    "check_serial",
+    "check_server_url",
     "Timeouts",
     "load_config",
     "load_identity_key",
@@ -199,17 +201,35 @@ def load_identity_key(path: Path, *, what: str = "identity_key") -> ec.EllipticC
     return key
 
 
-def _check_url(reader: _Reader, url: str) -> str:
-    parts = urlsplit(url)
+def check_server_url(url: str) -> str:
+    """The portal base URL without a trailing slash; ConfigError("server_url: …") when unusable."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise ConfigError(f"server_url: not a URL: {url!r}") from None
     if parts.scheme not in ("https", "http"):
-        raise reader.fail(
-            "server_url", f"must start with https:// (or http:// for a local portal), got {url!r}"
+        raise ConfigError(
+            f"server_url: must start with https:// (or http:// for a local portal), got {url!r}"
         )
-    if not parts.hostname:
-        raise reader.fail("server_url", f"has no host: {url!r}")
+    if not host:
+        raise ConfigError(f"server_url: has no host: {url!r}")
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise reader.fail("server_url", "must not carry a query, fragment or credentials")
+        raise ConfigError("server_url: must not carry a query, fragment or credentials")
     return url.rstrip("/")
+
+
+def check_serial(serial: str) -> str:
+    if not serial.strip() or len(serial) > 64 or not serial.isprintable():
+        raise ConfigError("serial: must be 1..64 printable characters")
+    return serial
+
+
+def _check_url(reader: _Reader, url: str) -> str:
+    try:
+        return check_server_url(url)
+    except ConfigError as e:
+        raise ConfigError(f"{reader.path}: {e}") from None
 
 
 def _check_backend(reader: _Reader, spec: str) -> str:
@@ -245,8 +265,10 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
             raise r.fail(key, "missing")
     server_url = _check_url(r, r.string(raw, "server_url"))
     serial = r.string(raw, "serial")
-    if len(serial) > 64 or not serial.isprintable():
-        raise r.fail("serial", "must be at most 64 printable characters")
+    try:
+        check_serial(serial)
+    except ConfigError as e:
+        raise ConfigError(f"{file}: {e}") from None
     log_level = r.string(raw, "log_level").upper() if "log_level" in raw else "INFO"
     if log_level not in LOG_LEVELS:
         raise r.fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}")

@@ -1,0 +1,284 @@
+"""``python -m agent``: provision, inspect and run the device agent.
+
+Commands::
+
+    python -m agent init --config PATH --server URL --serial SERIAL [--backend SPEC] [--force]
+    python -m agent run --config PATH [--once]
+    python -m agent show-config --config PATH
+
+``init`` creates, beside the configuration file ``NAME.toml``:
+
+- ``NAME.identity.pem`` — the device identity key (ECDSA P-256, PKCS#8 PEM, mode 0600); its
+  public half and key id are printed for registration in the portal;
+- ``NAME.journal.sqlite`` (on first run) — the journal;
+- with ``--backend soft:STATE_PATH`` (the default is ``soft:NAME.se`` beside the config): a fresh
+  software secure element (ISD ``A000000151000000``, SCP03 i=70, fresh random AES-128 keys as key
+  version 30) and ``STATE_PATH.isd-keys.json`` (mode 0600) holding those ISD keys. That file
+  simulates the manufacturing hand-over: a real SE leaves the factory with ISD keys that only the
+  SE issuer receives; here the issuer imports the file into Tessera's vault and then deletes it —
+  the agent itself never reads it.
+
+It refuses to overwrite any of these files unless ``--force`` is given, and prints one JSON
+object: ``{serial, key_id, identity_public_key, se: {serial, cplc, isd_aid, kvn, i_param,
+sequence_counter}, isd_keys_file, config}`` (``se`` has only ``serial`` and ``cplc`` for PC/SC).
+
+Exit codes:
+
+== ==========================================================================
+0  success (``run``: stopped by SIGTERM/SIGINT, or ``--once`` exchanged fine)
+1  unexpected internal error
+2  usage or configuration error (one line on stderr, no traceback)
+3  secure element unavailable (backend error)
+4  journal unusable (the agent stops rather than risk repeating a command)
+5  ``run --once``: the exchange with the portal failed
+== ==========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent.errors import AgentError, BackendError, ConfigError, JournalError, TransportError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_CONFIG = 2
+EXIT_BACKEND = 3
+EXIT_JOURNAL = 4
+EXIT_TRANSPORT = 5
+
+ISD_AID = bytes.fromhex("A000000151000000")
+ISD_KVN = 0x30
+ISD_I_PARAM = 0x70
+ISD_SEQUENCE_COUNTER = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2 (argparse's own code)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m agent", description="Tessera device agent")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    init = sub.add_parser("init", help="create the identity key, a soft SE if asked, and the config")
+    init.add_argument("--config", required=True, type=Path)
+    init.add_argument("--server", required=True, help="portal base URL (https://…)")
+    init.add_argument("--serial", required=True, help="the device serial registered in the portal")
+    init.add_argument(
+        "--backend", default=None, help="soft:STATE_PATH (default soft:NAME.se) or pcsc:READER_NAME"
+    )
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    run = sub.add_parser("run", help="poll the portal and run work")
+    run.add_argument("--config", required=True, type=Path)
+    run.add_argument("--once", action="store_true", help="one exchange cycle, then exit")
+    show = sub.add_parser("show-config", help="print the loaded configuration as JSON")
+    show.add_argument("--config", required=True, type=Path)
+    return parser
+
+
+def _write_private(path: Path, data: bytes, *, force: bool) -> None:
+    """Create ``path`` with mode 0600 (refusing an existing file unless ``force``)."""
+    if force:
+        path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _init(args: argparse.Namespace) -> int:
+    from agent.backends import parse_backend_spec
+    from agent.config import AgentConfig, check_serial, check_server_url, load_config, write_config
+    from agent.httpsig import key_id
+
+    server_url = check_server_url(args.server)
+    check_serial(args.serial)
+    config_path = args.config.expanduser().resolve()
+    if not config_path.parent.is_dir():
+        raise ConfigError(f"--config: directory {config_path.parent} does not exist")
+    stem = config_path.stem
+    key_path = config_path.with_name(f"{stem}.identity.pem")
+    journal_path = config_path.with_name(f"{stem}.journal.sqlite")
+    spec = args.backend or f"soft:{config_path.with_name(stem + '.se')}"
+    kind, arg = parse_backend_spec(spec)
+    state_path = Path(arg).expanduser().resolve() if kind == "soft" else None
+    isd_keys_path = state_path.with_name(state_path.name + ".isd-keys.json") if state_path else None
+
+    targets = [config_path, key_path] + ([state_path, isd_keys_path] if state_path and isd_keys_path else [])
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not args.force:
+        raise ConfigError(f"refusing to overwrite {', '.join(existing)} (use --force)")
+
+    # The candidate config is validated (URL, serial) before anything is written.
+    candidate = AgentConfig(
+        server_url=server_url,
+        serial=args.serial,
+        identity_key=key_path,
+        backend=f"soft:{state_path}" if state_path else spec,
+        journal=journal_path,
+    )
+
+    identity = ec.generate_private_key(ec.SECP256R1())
+    pem = identity.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    se: dict[str, Any] | None
+    if state_path is not None and isd_keys_path is not None:
+        se = _create_soft_card(state_path, isd_keys_path, force=args.force)
+    else:
+        from agent.backends import open_backend
+
+        backend = open_backend(spec)
+        try:
+            se = backend.identifiers()
+            se = {"serial": se["se_serial"], "cplc": se["cplc"]}
+        finally:
+            backend.close()
+    tmp_config = config_path.with_name(config_path.name + ".new")
+    write_config(tmp_config, candidate)
+    _write_private(key_path, pem, force=args.force)
+    try:
+        load_config(tmp_config)  # the same checks `run` will apply
+    except ConfigError:
+        tmp_config.unlink(missing_ok=True)
+        raise
+    os.replace(tmp_config, config_path)
+    public = identity.public_key()
+    out = {
+        "serial": args.serial,
+        "key_id": key_id(public),
+        "identity_public_key": public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode("ascii"),
+        "se": se,
+        "isd_keys_file": str(isd_keys_path) if isd_keys_path else None,
+        "config": str(config_path),
+    }
+    print(json.dumps(out, indent=2))
+    return EXIT_OK
+
+
+def _create_soft_card(state_path: Path, isd_keys_path: Path, *, force: bool) -> dict[str, Any]:
+    from agent.backends.soft import SoftBackend
+    from gp.card import SoftCard
+    from gp.scp03 import StaticKeys
+
+    keys = StaticKeys(os.urandom(16), os.urandom(16), os.urandom(16))
+    if force:
+        for stale in (state_path, state_path.with_name(state_path.name + ".secret")):
+            stale.unlink(missing_ok=True)
+    SoftCard.create(
+        str(state_path),
+        isd_aid=ISD_AID,
+        keys=keys,
+        key_version=ISD_KVN,
+        i_param=ISD_I_PARAM,
+        sequence_counter=ISD_SEQUENCE_COUNTER,
+    )
+    backend = SoftBackend(str(state_path))
+    ids = backend.identifiers()
+    backend.close()
+    se = {
+        "serial": ids["se_serial"],
+        "cplc": ids["cplc"],
+        "isd_aid": ISD_AID.hex().upper(),
+        "kvn": ISD_KVN,
+        "i_param": ISD_I_PARAM,
+        "sequence_counter": ISD_SEQUENCE_COUNTER,
+    }
+    hand_over = {
+        "purpose": "manufacturing hand-over of the ISD keys to the SE issuer; import, then delete this file",
+        "se_serial": ids["se_serial"],
+        "isd_aid": se["isd_aid"],
+        "kvn": ISD_KVN,
+        "i_param": ISD_I_PARAM,
+        "sequence_counter": ISD_SEQUENCE_COUNTER,
+        "key_type": "AES-128",
+        "enc": keys.enc.hex().upper(),
+        "mac": keys.mac.hex().upper(),
+        "dek": keys.dek.hex().upper(),
+    }
+    _write_private(isd_keys_path, (json.dumps(hand_over, indent=2) + "\n").encode(), force=force)
+    return se
+
+
+def _show(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+
+    config = load_config(args.config)
+    out = config.to_toml_dict()
+    out["path"] = str(config.path)
+    print(json.dumps(out, indent=2))
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.backends import open_backend
+    from agent.config import load_config, load_identity_key
+    from agent.journal import Journal
+    from agent.runner import Runner, install_signal_handlers
+    from agent.transport import HttpTransport
+
+    config = load_config(args.config)
+    logging.basicConfig(
+        level=getattr(logging, config.log_level),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    key = load_identity_key(config.identity_key)
+    journal = Journal(config.journal)
+    backend = open_backend(config.backend)
+    transport = HttpTransport(config, key)
+    runner = Runner(config, transport, backend, journal)
+    try:
+        if args.once:
+            journal.recover()
+            try:
+                delay = runner.run_once()
+            except TransportError as e:
+                print(f"agent: exchange failed: {e}", file=sys.stderr)
+                return EXIT_TRANSPORT
+            logging.getLogger("agent").info("event=once_done next_poll_s=%g", delay)
+            return EXIT_OK
+        stop = threading.Event()
+        install_signal_handlers(stop)
+        runner.run_forever(stop)
+        return EXIT_OK
+    finally:
+        transport.close()
+        backend.close()
+        journal.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"init": _init, "run": _run, "show-config": _show}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as e:
+        print(f"agent: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BackendError as e:
+        print(f"agent: secure element unavailable: {e}", file=sys.stderr)
+        return EXIT_BACKEND
+    except JournalError as e:
+        print(f"agent: journal: {e}", file=sys.stderr)
+        return EXIT_JOURNAL
+    except AgentError as e:
+        print(f"agent: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
