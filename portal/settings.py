@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "tenants",
     "devices",
     "keys",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -208,6 +209,18 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
+
+# --- Jobs and the agent endpoint (DESIGN §7–8) -------------------------------------------------
+TESSERA_JOB_NO_SHOW_SECONDS = env_int("TESSERA_JOB_NO_SHOW_SECONDS", 24 * 3600, minimum=1)
+TESSERA_JOB_STEP_SECONDS = env_int("TESSERA_JOB_STEP_SECONDS", 600, minimum=1)
+TESSERA_JOB_OVERALL_SECONDS = env_int("TESSERA_JOB_OVERALL_SECONDS", 7 * 24 * 3600, minimum=1)
+TESSERA_JOB_RETRY_BASE_SECONDS = env_int("TESSERA_JOB_RETRY_BASE_SECONDS", 5, minimum=0)
+TESSERA_AGENT_POLL_SECONDS = env_int("TESSERA_AGENT_POLL_SECONDS", 5 if EMBEDDED else 300, minimum=1)
+TESSERA_AGENT_HOLD_MS = env_int("TESSERA_AGENT_HOLD_MS", 1500, minimum=0, maximum=25000)
+TESSERA_AGENT_MAX_SKEW_SECONDS = env_int("TESSERA_AGENT_MAX_SKEW_SECONDS", 300, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "jobs-sweep": {"task": "jobs.tasks.sweep", "schedule": env_int("TESSERA_SWEEP_SECONDS", 15, minimum=1)},
 }
 
 # Tests that need PostgreSQL/Redis/pcscd fail instead of skipping when this is set (CI sets it).

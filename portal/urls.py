@@ -3,8 +3,11 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from jobs.agent_views import exchange_view
+
 urlpatterns = [
     path("api/v1/", include("portal.urls_api")),
+    path("agent/v1/exchange", exchange_view, name="agent-exchange"),
     path("admin/", admin.site.urls),
     path("", include("portal.urls_pages")),
 ]

@@ -7,6 +7,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from devices import api as devices_api
+from jobs import api as jobs_api
 from tenants import api as tenants_api
 
 app_name = "api"
@@ -52,8 +53,22 @@ urlpatterns = [
     path(ORG + "consents/", tenants_api.ConsentListView.as_view(), name="consent-list"),
     path(ORG + "consents/<uuid:pk>/", tenants_api.ConsentDetailView.as_view(), name="consent-detail"),
     path(ORG + "devices/", devices_api.DeviceListView.as_view(), name="device-list"),
+    path(ORG + "devices/batch/", devices_api.DeviceBatchView.as_view(), name="device-batch"),
     path(ORG + "devices/<uuid:pk>/", devices_api.DeviceDetailView.as_view(), name="device-detail"),
+    path(
+        ORG + "devices/<uuid:pk>/suspend/", devices_api.DeviceSuspendView.as_view(), name="device-suspend"
+    ),
+    path(
+        ORG + "devices/<uuid:pk>/reactivate/",
+        devices_api.DeviceReactivateView.as_view(),
+        name="device-reactivate",
+    ),
     path(ORG + "secure-elements/", devices_api.SecureElementListView.as_view(), name="secure-element-list"),
+    path(
+        ORG + "secure-elements/batch/",
+        devices_api.SecureElementBatchView.as_view(),
+        name="secure-element-batch",
+    ),
     path(
         ORG + "secure-elements/<uuid:pk>/",
         devices_api.SecureElementDetailView.as_view(),
@@ -67,6 +82,10 @@ urlpatterns = [
         devices_api.SecurityDomainDetailView.as_view(),
         name="security-domain-detail",
     ),
+    path(ORG + "devices/<uuid:pk>/jobs/", jobs_api.DeviceJobsView.as_view(), name="device-jobs"),
+    path(ORG + "jobs/", jobs_api.JobListView.as_view(), name="job-list"),
+    path(ORG + "jobs/<uuid:pk>/", jobs_api.JobDetailView.as_view(), name="job-detail"),
+    path(ORG + "jobs/<uuid:pk>/cancel/", jobs_api.JobCancelView.as_view(), name="job-cancel"),
     path(ORG + "audit/", tenants_api.AuditListView.as_view(), name="audit-list"),
     path(ORG + "audit/<str:pk>/", tenants_api.AuditDetailView.as_view(), name="audit-detail"),
 ]
