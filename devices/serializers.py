@@ -1,4 +1,4 @@
-"""Output serializers for devices (read-only until enrolment lands)."""
+"""Serializers of the devices API: output, and the enrolment input (single and batch rows)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from devices.models import DeviceKind, SecureElementKind
+from portal.api import StrictSerializer
 from tenants.serializers import abs_url, org_slug
 
 
@@ -29,6 +31,14 @@ class SecurityDomainOut(serializers.Serializer):
 
     def get_parent_aid(self, obj: Any) -> str | None:
         return obj.parent.aid if obj.parent_id else None
+
+    def to_representation(self, instance: Any) -> Any:
+        data = super().to_representation(instance)
+        # Key sets (KCVs only) when the adapter supplied the ones the actor may see.
+        by_sd = self.context.get("key_sets_by_sd")
+        if by_sd is not None:
+            data["key_sets"] = by_sd.get(instance.pk, [])
+        return data
 
 
 class SecureElementOut(serializers.Serializer):
@@ -77,6 +87,7 @@ class DeviceOut(serializers.Serializer):
 
 class DeviceDetailOut(DeviceOut):
     identity_public_key = serializers.CharField()
+    key_id = serializers.CharField(source="identity_key_id", allow_null=True)
     secure_elements = serializers.SerializerMethodField()
 
     def get_secure_elements(self, obj: Any) -> list[dict[str, Any]]:
@@ -89,3 +100,62 @@ class DeviceDetailOut(DeviceOut):
             ).data
             out.append(data)
         return out
+
+
+# --- enrolment input (the shapes `agent init` prints; see docs in devices.api) ----------------
+
+
+class DeviceIn(StrictSerializer):
+    serial = serializers.CharField(max_length=64)
+    kind = serializers.ChoiceField(choices=DeviceKind.choices)
+    identity_public_key = serializers.CharField(max_length=4000, trim_whitespace=False)
+    key_id = serializers.CharField(max_length=64, required=False)
+    se_issuer = serializers.CharField(max_length=50, required=False)
+    se_serial = serializers.CharField(max_length=64, required=False)
+
+
+class DeviceBatchIn(StrictSerializer):
+    devices = serializers.ListField(child=serializers.JSONField(), allow_empty=False)
+
+
+class IsdKeysIn(StrictSerializer):
+    """The ISD key set as `agent init` writes its keys file: hex keys, and optionally the KVN."""
+
+    enc = serializers.CharField(max_length=64)
+    mac = serializers.CharField(max_length=64)
+    dek = serializers.CharField(max_length=64)
+    kvn = serializers.IntegerField(min_value=1, max_value=0x7F, required=False)
+
+
+class DeviceRefIn(StrictSerializer):
+    manufacturer = serializers.CharField(max_length=50)
+    serial = serializers.CharField(max_length=64)
+
+
+class SecureElementIn(StrictSerializer):
+    serial = serializers.CharField(max_length=64)
+    kind = serializers.ChoiceField(choices=SecureElementKind.choices, default=SecureElementKind.SE)
+    cplc = serializers.CharField(max_length=128, required=False, allow_blank=True)
+    isd_aid = serializers.CharField(max_length=32)
+    isd_keys = IsdKeysIn()
+    kvn = serializers.IntegerField(min_value=1, max_value=0x7F)
+    i_param = serializers.IntegerField(min_value=0, max_value=0xFF, default=0x70)
+    sequence_counter = serializers.IntegerField(
+        min_value=0, max_value=0xFFFFFF, required=False, allow_null=True
+    )
+    device = DeviceRefIn(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        file_kvn = attrs["isd_keys"].get("kvn")
+        if file_kvn is not None and file_kvn != attrs["kvn"]:
+            raise serializers.ValidationError({"isd_keys": ["Its kvn differs from the request's kvn."]})
+        return attrs
+
+
+class SecureElementBatchIn(StrictSerializer):
+    secure_elements = serializers.ListField(child=serializers.JSONField(), allow_empty=False)
+
+
+class PairingOut(serializers.Serializer):
+    device = serializers.CharField(allow_null=True)
+    state = serializers.CharField()

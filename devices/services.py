@@ -30,7 +30,7 @@ from devices.models import (
     SecureElementKind,
     SecurityDomain,
 )
-from portal.errors import ConflictError, InvalidError, NotFoundError
+from portal.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from tenants.access import Action, Actor, require
 from tenants.models import MandateAction, Organisation, OrgRole, slug_validator
 
@@ -274,10 +274,12 @@ def _device_conflict(exc: IntegrityError, serial: str) -> DeviceConflict:
     )
 
 
-def _device_set_status(*, actor: Actor, device: Device, from_status: str, to_status: str, tag: AuditTag) -> Device:
+def _device_set_status(
+    *, actor: Actor, device: Device, from_status: str, to_status: str, tag: AuditTag
+) -> Device:
     require(actor, Action.DEVICES_MANAGE)
     if actor.on_behalf_of is not None or device.manufacturer_id != actor.org.pk:
-        raise DeviceError("Only the device's manufacturer suspends or reactivates it.")
+        raise ForbiddenError("Only the device's manufacturer suspends or reactivates it.")
     with transaction.atomic():
         changed = Device.objects.filter(pk=device.pk, status=from_status).update(status=to_status)
         if not changed:
@@ -366,7 +368,11 @@ def secure_element_register(
             )
             concerns = [o for o in (supplier, device.manufacturer if device else None) if o]
             audit_record(
-                actor=actor, tag=AuditTag.SE_REGISTER, target=se, details={"serial": serial}, concerns=concerns
+                actor=actor,
+                tag=AuditTag.SE_REGISTER,
+                target=se,
+                details={"serial": serial},
+                concerns=concerns,
             )
             if device is None:
                 _pair_secure_element(actor=actor, se=se)

@@ -66,7 +66,9 @@ class KeySet(models.Model):
     kcv_dek = models.CharField(max_length=6)
     status = models.CharField(max_length=16, choices=KeySetStatus.choices, default=KeySetStatus.PENDING)
     sequence_counter = models.PositiveIntegerField(
-        null=True, blank=True, help_text="The next SCP03 sequence counter the card will use (precomputed scripts)"
+        null=True,
+        blank=True,
+        help_text="The next SCP03 sequence counter the card will use (precomputed scripts)",
     )
     i_param = models.PositiveSmallIntegerField(default=0x70, help_text="SCP03 'i' parameter")
     created_at = models.DateTimeField(default=timezone.now)

@@ -15,7 +15,11 @@ from tenants.access import Action, Actor, visible_to
 
 def keysets_for_sd(actor: Actor, sd: SecurityDomain) -> QuerySet[KeySet]:
     """The key sets of ``sd`` the actor may see (its own, or its mandator's under a key mandate)."""
-    return visible_to(KeySet, actor, Action.DEVICES_VIEW).filter(security_domain=sd).order_by("kvn", "created_at")
+    return (
+        visible_to(KeySet, actor, Action.DEVICES_VIEW)
+        .filter(security_domain=sd)
+        .order_by("kvn", "created_at")
+    )
 
 
 def keysets_by_sd(actor: Actor, sd_ids: Iterable[Any]) -> dict[Any, list[KeySet]]:
@@ -33,7 +37,5 @@ def active_keyset(sd: SecurityDomain) -> KeySet | None:
     Server-internal (workers compiling scripts): no actor, so never call it from a view.
     """
     return (
-        KeySet.objects.filter(security_domain=sd, status=KeySetStatus.ACTIVE)
-        .order_by("-created_at")
-        .first()
+        KeySet.objects.filter(security_domain=sd, status=KeySetStatus.ACTIVE).order_by("-created_at").first()
     )

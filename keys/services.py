@@ -46,7 +46,9 @@ def purpose_of(keyset_id: uuid.UUID | str) -> str:
 
 def check_kvn(kvn: object) -> int:
     if not isinstance(kvn, int) or isinstance(kvn, bool) or not KVN_MIN <= kvn <= KVN_MAX:
-        raise KeysError("kvn must be an integer from 1 to 127 (0x01–0x7F).", fields={"kvn": ["Out of range."]})
+        raise KeysError(
+            "kvn must be an integer from 1 to 127 (0x01–0x7F).", fields={"kvn": ["Out of range."]}
+        )
     return kvn
 
 

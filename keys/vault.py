@@ -104,7 +104,7 @@ def _decode_master_key(text: str, where: str) -> bytes:
     if len(key) != 32:
         raise VaultConfigurationError(
             f"{where} is not a base64-encoded 32-byte key; generate one with "
-            "`python -c \"import base64,os;print(base64.b64encode(os.urandom(32)).decode())\"`"
+            '`python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"`'
         )
     return key
 
@@ -205,8 +205,12 @@ def vault_check_configuration() -> None:
     """
     raw = os.environ.get(MASTER_KEY_ENV, "").strip()
     path, explicit = _key_file_path()
-    if raw or explicit or path.exists() or _may_generate() or settings.TESSERA_VAULT_BACKEND != (
-        "keys.vault.local_backend"
+    if (
+        raw
+        or explicit
+        or path.exists()
+        or _may_generate()
+        or settings.TESSERA_VAULT_BACKEND != ("keys.vault.local_backend")
     ):
         master_key_backend()
 
@@ -301,9 +305,7 @@ def _data_key(org_id: UUID, *, create: bool) -> bytes:
     if row.shredded_at is not None or not row.wrapped:
         raise VaultError("This organisation's data key was shredded; its sealed material is gone.")
     if row.master_key_id != backend.key_id:
-        raise VaultError(
-            "This organisation's data key is wrapped by another master key; configure that key."
-        )
+        raise VaultError("This organisation's data key is wrapped by another master key; configure that key.")
     key = backend.unwrap(bytes(row.wrapped), aad=_wrap_aad(org_id))
     _cache.put(org_id, key)
     return key

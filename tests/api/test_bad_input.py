@@ -23,6 +23,7 @@ from tenants.models import Membership, Organisation, OrgStatus
 from tests import factories as f
 from tests.conftest import client_for
 from tests.support.db import changed_counts, row_counts
+from tests.support.enrolment import device_row, se_row
 from tests.support.routes import all_routes
 
 STR, SLUG, EMAIL, CHOICE, LIST, DICT, DATETIME = "str", "slug", "email", "choice", "list", "dict", "datetime"
@@ -152,6 +153,72 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         everything_optional=True,
     ),
 }
+
+def _suspended_device_url(world: Any) -> str:
+    from devices.models import Device
+
+    Device.objects.filter(pk=world.device.pk).update(status="suspended")
+    return f"/api/v1/orgs/owner-sei/devices/{world.device.pk}/reactivate/"
+
+
+_DEVICE_FIELDS = {
+    "serial": STR,
+    "kind": CHOICE,
+    "identity_public_key": STR,
+    "key_id": STR,
+    "se_issuer": SLUG,
+    "se_serial": STR,
+}
+_SE_FIELDS = {
+    "serial": STR,
+    "kind": CHOICE,
+    "cplc": STR,
+    "isd_aid": STR,
+    "isd_keys": DICT,
+    "device": DICT,
+}
+ENDPOINTS.update(
+    {
+        ("api:device-list", "post"): Endpoint(
+            "post",
+            lambda w: "/api/v1/orgs/owner-sei/devices/",
+            "owner",
+            _DEVICE_FIELDS,
+            lambda w: device_row("NEW-0001"),
+        ),
+        ("api:device-batch", "post"): Endpoint(
+            "post",
+            lambda w: "/api/v1/orgs/owner-sei/devices/batch/",
+            "owner",
+            {"devices": LIST},
+            lambda w: {"devices": [device_row("NEW-0001")]},
+        ),
+        ("api:device-suspend", "post"): Endpoint(
+            "post",
+            lambda w: f"/api/v1/orgs/owner-sei/devices/{w.device.pk}/suspend/",
+            "owner",
+            {},
+            everything_optional=True,
+        ),
+        ("api:device-reactivate", "post"): Endpoint(
+            "post", _suspended_device_url, "owner", {}, everything_optional=True
+        ),
+        ("api:secure-element-list", "post"): Endpoint(
+            "post",
+            lambda w: "/api/v1/orgs/owner-sei/secure-elements/",
+            "owner",
+            _SE_FIELDS,
+            lambda w: se_row("SE-NEW-1", device={"manufacturer": "owner-sei", "serial": "MTR-0009"}),
+        ),
+        ("api:secure-element-batch", "post"): Endpoint(
+            "post",
+            lambda w: "/api/v1/orgs/owner-sei/secure-elements/batch/",
+            "owner",
+            {"secure_elements": LIST},
+            lambda w: {"secure_elements": [se_row("SE-NEW-1")]},
+        ),
+    }
+)
 
 WRONG_TYPES: dict[str, list[Any]] = {
     STR: [True, [], {"a": 1}, None, ["x"]],
