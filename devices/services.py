@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 
 from audit.models import AuditTag
 from audit.services import audit_record
+from devices.identity import forget_identity
 from devices.models import (
     Device,
     DeviceKind,
@@ -257,6 +258,9 @@ def device_register(
                 concerns=[o for o in (holder, subscriber) if o],
             )
             _pair_device(actor=actor, device=device)
+            if computed:
+                # an earlier poll with this key may have cached "unknown key" for a minute
+                transaction.on_commit(lambda: forget_identity(computed))
     except IntegrityError as exc:
         raise _device_conflict(exc, serial) from None
     return device
@@ -290,6 +294,9 @@ def _device_set_status(
             )
         device.status = to_status
         audit_record(actor=actor, tag=tag, target=device, details={"from": from_status, "to": to_status})
+        # The agent endpoint caches identities with their status: drop this one once committed.
+        key_id = device.identity_key_id
+        transaction.on_commit(lambda: forget_identity(key_id))
     return device
 
 

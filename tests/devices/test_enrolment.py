@@ -466,3 +466,20 @@ def test_a_stranger_cannot_batch_into_the_owners_organisation(world: Any) -> Non
     resp = post(world, DEVICES + "batch/", {"devices": [device_row("ST-1")]}, user=world.stranger_user)
     assert resp.status_code == 404
     assert not Device.objects.filter(serial="ST-1").exists()
+
+
+def test_suspending_a_device_is_seen_at_once_by_the_agent_endpoints_identity_cache(
+    world: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from devices.identity import resolve_identity
+
+    # given an enrolled device whose identity the agent endpoint has cached
+    pem, key_id = identity_pem()
+    resp = post(world, DEVICES, {"serial": "GW-C", "kind": "meter", "identity_public_key": pem})
+    assert resolve_identity(key_id).status == "active"
+    # when its manufacturer suspends it
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = post(world, f"{DEVICES}{resp.json()['id']}/suspend/", {})
+    assert resp.status_code == 200
+    # then the next signed request sees the suspension
+    assert resolve_identity(key_id).status == "suspended"
