@@ -38,7 +38,14 @@ class ConfigError(AgentError):
 
 
 class ProtocolError(AgentError, ValueError):
-    """A message does not follow docs/agent-protocol.md; the message names the offending field."""
+    """A message does not follow docs/agent-protocol.md; the message names the offending field.
+
+    ``field`` is the path of the field (``work[2].commands[0].apdu``, empty for the body itself)
+    and ``reason`` what is wrong with it; ``str(error)`` is ``"<field>: <reason>"``.
+    """
+
+    field: str = ""
+    reason: str = ""
 
 
 class SignatureError(AgentError):

@@ -83,7 +83,9 @@ Json = dict[str, Any]
 
 
 def _fail(path: str, message: str) -> ProtocolError:
-    return ProtocolError(f"{path}: {message}")
+    error = ProtocolError(f"{path or 'body'}: {message}")
+    error.field, error.reason = path, message
+    return error
 
 
 def _type_name(value: object) -> str:
@@ -94,7 +96,7 @@ def _type_name(value: object) -> str:
 
 def _object(obj: object, path: str, required: Iterable[str], optional: Iterable[str] = ()) -> Json:
     if not isinstance(obj, dict):
-        raise _fail(path or "body", f"must be an object, got {_type_name(obj)}")
+        raise _fail(path, f"must be an object, got {_type_name(obj)}")
     required = tuple(required)
     allowed = set(required) | set(optional)
     for key in obj:
@@ -195,7 +197,7 @@ def _prefixed(path: str, fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except ProtocolError as e:
-        raise ProtocolError(f"{path}.{e}") from None
+        raise _fail(f"{path}.{e.field}" if e.field else path, e.reason or str(e)) from None
 
 
 def sw_matches(sw: int, patterns: Iterable[str]) -> bool:
