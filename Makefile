@@ -24,7 +24,7 @@ run: venv
 	DEBUG=1 $(PY) manage.py seed_demo
 	@echo ""
 	@echo "Tessera is starting on http://$(HOST):$(PORT)/  (log in with one of the users above)"
-	DEBUG=1 SESSION_COOKIE_SECURE=0 $(VENV)/bin/daphne -b $(HOST) -p $(PORT) portal.asgi:application
+	DEBUG=1 SESSION_COOKIE_SECURE=0 $(PY) manage.py run_demo --host $(HOST) --port $(PORT)
 
 # The whole suite. Tests needing PostgreSQL/Redis/pcscd/SoftHSM/Chromium skip when those are absent,
 # unless TESSERA_REQUIRE_SERVICES=1 (CI sets it), which turns every such skip into a failure.

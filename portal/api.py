@@ -131,6 +131,10 @@ class OrgScopedAPIView(APIView):
     write_action: Action | None = None
     actor: Actor
 
+    def context(self, request: Request, **extra: Any) -> dict[str, Any]:
+        """Serializer context: the request (absolute ``url`` fields) and the org slug of the URL."""
+        return {"request": request, "org": self.kwargs.get("org"), **extra}
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         behalf = request.query_params.get("on_behalf_of") or request.headers.get("X-Tessera-On-Behalf-Of")

@@ -117,6 +117,10 @@ class Command(BaseCommand):
             grantee=orgs["trustsm"],
             actions=["devices.view", "sd.create", "sd.delete", "keys.load", "status.read"],
         )
+        # The suppliers let the TSM create and remove their security domains and load their keys.
+        for provider in ("sunpower", "greenwatt"):
+            mandate_grant(actor=actors[provider], grantee=orgs["trustsm"],
+                          actions=["sd.create", "sd.delete", "keys.load", "keys.rotate", "apps.manage"])
         meter, meter_se = meters[0]
         device_services.security_domain_record(
             actor=actors["gridco"],
@@ -181,6 +185,9 @@ class Command(BaseCommand):
             grantee=orgs["trustsm"],
             actions=["devices.view", "sd.create", "sd.delete", "keys.load", "status.read"],
         )
+        for clinic in ("northclinic", "southclinic"):
+            mandate_grant(actor=actors[clinic], grantee=orgs["trustsm"],
+                          actions=["sd.create", "sd.delete", "keys.load", "keys.rotate", "apps.manage"])
         gw, gw_se = gateways[0]
         device_services.security_domain_record(
             actor=actors["carekit"],
