@@ -198,20 +198,47 @@ class CommandAPDU:
         return bytes((self.cla, self.ins, self.p1, self.p2))
 
     def encode(self) -> bytes:
-        out = bytearray(self.header())
+        data, le = self.data, self.le
+        header = bytes((self.cla, self.ins, self.p1, self.p2))
+        if not self.extended and len(data) <= 255 and (le is None or le <= 256):  # short (or case 1)
+            if data:
+                header += bytes((len(data),)) + data
+            return header if le is None else header + bytes((le & 0xFF,))  # 256 -> 00
+        out = bytearray(header)
         ext = self.uses_extended_length
         out += self.lc_field()
-        out += self.data
-        if self.le is not None:
+        out += data
+        if le is not None:
             if ext:
-                le = (self.le & 0xFFFF).to_bytes(2, "big")  # 65536 -> 0000
-                out += le if self.data else b"\x00" + le
+                le_bytes = (le & 0xFFFF).to_bytes(2, "big")  # 65536 -> 0000
+                out += le_bytes if data else b"\x00" + le_bytes
             else:
-                out.append(self.le & 0xFF)  # 256 -> 00
+                out.append(le & 0xFF)  # 256 -> 00
         return bytes(out)
 
     def __bytes__(self) -> bytes:
         return self.encode()
+
+    @classmethod
+    def _trusted(
+        cls, cla: int, ins: int, p1: int, p2: int, data: bytes, le: int | None, extended: bool
+    ) -> CommandAPDU:
+        """Build without the ``__post_init__`` checks, for values that already satisfy them.
+
+        Only for fields taken from a well-formed encoding (bytes of a buffer, Lc-bounded data,
+        decoded Le) or from an instance that was checked: the hot path parses every APDU twice
+        per command otherwise.
+        """
+        self = object.__new__(cls)
+        s_cla, s_ins, s_p1, s_p2, s_data, s_le, s_extended = _SLOT_SETTERS
+        s_cla(self, cla)
+        s_ins(self, ins)
+        s_p1(self, p1)
+        s_p2(self, p2)
+        s_data(self, data)
+        s_le(self, le)
+        s_extended(self, extended)
+        return self
 
     @classmethod
     def parse(cls, raw: bytes) -> CommandAPDU:
@@ -223,32 +250,33 @@ class CommandAPDU:
         cla, ins, p1, p2 = raw[0], raw[1], raw[2], raw[3]
         if cla == 0xFF:
             raise ParseError("CLA 'FF' is invalid", offset=0)
+        make = cls._trusted  # every value below is a byte, Lc-bounded data or a decoded Le
         if n == 4:
-            return cls(cla, ins, p1, p2)
+            return make(cla, ins, p1, p2, b"", None, False)
         b1 = raw[4]
         if n == 5:  # case 2 short
-            return cls(cla, ins, p1, p2, le=b1 or 256)
+            return make(cla, ins, p1, p2, b"", b1 or 256, False)
         if b1 != 0:  # short case 3 or 4
             lc = b1
             if n == 5 + lc:
-                return cls(cla, ins, p1, p2, raw[5:])
+                return make(cla, ins, p1, p2, raw[5:], None, False)
             if n == 6 + lc:
-                return cls(cla, ins, p1, p2, raw[5 : 5 + lc], le=raw[-1] or 256)
+                return make(cla, ins, p1, p2, raw[5 : 5 + lc], raw[-1] or 256, False)
             raise ParseError(f"short Lc {lc} does not match the {n - 5} bytes that follow it", offset=4)
         # b1 == 0: extended length
         if n < 7:
             raise ParseError(f"extended-length APDU truncated ({n} bytes)", offset=n)
         value = int.from_bytes(raw[5:7], "big")
         if n == 7:  # case 2 extended
-            return cls(cla, ins, p1, p2, le=value or 65536, extended=True)
+            return make(cla, ins, p1, p2, b"", value or 65536, True)
         lc = value
         if lc == 0:
             raise ParseError("extended Lc '0000' with trailing bytes", offset=5)
         if n == 7 + lc:
-            return cls(cla, ins, p1, p2, raw[7:], extended=True)
+            return make(cla, ins, p1, p2, raw[7:], None, True)
         if n == 9 + lc:
             le = int.from_bytes(raw[-2:], "big")
-            return cls(cla, ins, p1, p2, raw[7 : 7 + lc], le=le or 65536, extended=True)
+            return make(cla, ins, p1, p2, raw[7 : 7 + lc], le or 65536, True)
         raise ParseError(f"extended Lc {lc} does not match the {n - 7} bytes that follow it", offset=5)
 
     # -- class byte helpers --
@@ -261,27 +289,20 @@ class CommandAPDU:
     @property
     def is_chained(self) -> bool:
         """b5 of CLA: ISO command chaining (not the last command of a chain)."""
-        return bool(self.cla & _CHAINING) and _class_coding(self.cla) != "none"
+        return _CHAINED[self.cla]
 
     @property
     def channel(self) -> int:
         """The logical channel number (0-19) coded in CLA."""
-        coding = _class_coding(self.cla)
-        if coding == "first":
-            return self.cla & 0x03
-        if coding == "further":
-            return 4 + (self.cla & 0x0F)
-        raise EncodeError(f"CLA {self.cla:02X} has no logical channel coding")
+        channel = _CHANNEL[self.cla]
+        if channel < 0:
+            raise EncodeError(f"CLA {self.cla:02X} has no logical channel coding")
+        return channel
 
     @property
     def secure_messaging(self) -> bool:
         """True when CLA indicates secure messaging (b4..b3 != 00, or b6 for channels 4-19)."""
-        coding = _class_coding(self.cla)
-        if coding == "first":
-            return bool(self.cla & _SM_FIRST)
-        if coding == "further":
-            return bool(self.cla & _SM_FURTHER)
-        return False
+        return _SECURE_MESSAGING[self.cla]
 
     def with_channel(self, channel: int) -> CommandAPDU:
         """The same command on ``channel``, keeping proprietary, chaining and secure-messaging bits."""
@@ -292,6 +313,13 @@ class CommandAPDU:
     def with_secure_messaging(self, on: bool = True) -> CommandAPDU:
         """The same command with the GP secure-messaging indication set or cleared in CLA."""
         return replace(self, cla=_cla_for(self.cla, channel=self.channel, sm=on))
+
+
+# The slot descriptors' setters: they write a frozen instance's fields directly, twice as fast as
+# object.__setattr__ (which looks each one up first).
+_SLOT_SETTERS = tuple(
+    CommandAPDU.__dict__[name].__set__ for name in ("cla", "ins", "p1", "p2", "data", "le", "extended")
+)
 
 
 def _cla_for(cla: int, *, channel: int, sm: bool) -> int:
@@ -319,6 +347,63 @@ def mac_class_byte(cla: int) -> int:
     if _class_coding(cla) == "none":
         raise EncodeError(f"CLA {cla:02X} has no logical channel coding")
     return (cla & _PROPRIETARY) | (cla & _CHAINING) | _SM_FIRST_GP
+
+
+def _channel_of(cla: int) -> int:
+    coding = _class_coding(cla)
+    if coding == "first":
+        return cla & 0x03
+    if coding == "further":
+        return 4 + (cla & 0x0F)
+    return -1
+
+
+def _sm_of(cla: int) -> bool:
+    coding = _class_coding(cla)
+    if coding == "first":
+        return bool(cla & _SM_FIRST)
+    if coding == "further":
+        return bool(cla & _SM_FURTHER)
+    return False
+
+
+def _recoded(cla: int, *, sm: bool) -> int:
+    channel = _channel_of(cla)
+    return -1 if channel < 0 else _cla_for(cla, channel=channel, sm=sm)
+
+
+# Per-CLA lookup tables, computed once from the rules above so the two can never disagree; the
+# secure channel consults them on every command.  -1 marks a class byte without channel coding.
+_CHANNEL: tuple[int, ...] = tuple(_channel_of(c) for c in range(256))
+_SECURE_MESSAGING: tuple[bool, ...] = tuple(_sm_of(c) for c in range(256))
+_CHAINED: tuple[bool, ...] = tuple(bool(c & _CHAINING) and _class_coding(c) != "none" for c in range(256))
+SM_CLA: tuple[int, ...] = tuple(_recoded(c, sm=True) for c in range(256))
+PLAIN_CLA: tuple[int, ...] = tuple(_recoded(c, sm=False) for c in range(256))
+MAC_CLA: tuple[int, ...] = tuple(-1 if _channel_of(c) < 0 else mac_class_byte(c) for c in range(256))
+
+
+def split_short(raw: bytes) -> tuple[bytes, bytes] | None:
+    """``(data, Le field)`` of a well-formed *short* command APDU (ISO/IEC 7816-3 §12.1.3).
+
+    ``None`` for everything else (extended length, malformed, CLA 'FF'), which callers hand to
+    :meth:`CommandAPDU.parse` for the full treatment.  The Le field is returned as encoded
+    (empty or one byte), so re-emitting it reproduces the input.
+    """
+    n = len(raw)
+    if n < 4 or raw[0] == 0xFF:
+        return None
+    if n == 4:
+        return b"", b""
+    lc = raw[4]
+    if n == 5:
+        return b"", raw[4:]
+    if lc == 0:
+        return None
+    if n == 5 + lc:
+        return raw[5:], b""
+    if n == 6 + lc:
+        return raw[5:-1], raw[-1:]
+    return None
 
 
 # --- response APDU ------------------------------------------------------------------------------

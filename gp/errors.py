@@ -3,6 +3,10 @@
 Every error the package raises on bad input derives from :class:`GPError`, so a caller (a Django
 view, the card simulator, the agent) can catch one type and map it to its own answer.  Messages
 say what was wrong and where; they never contain key material, cryptograms or MACs.
+
+Not a spec mapping itself: a card answers with status words instead (GP Card Spec v2.3.1
+§11.1.3, Table 11-10; Amendment D v1.2 §7 for the secure channel), which
+:class:`gp.scp03.SCP03Error` carries and :mod:`gp.card` produces.
 """
 
 from __future__ import annotations

@@ -39,7 +39,17 @@ from typing import Any
 from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from gp.apdu import CommandAPDU, ResponseAPDU, _cla_for, is_success_or_warning, mac_class_byte
+from gp.apdu import (
+    MAC_CLA,
+    PLAIN_CLA,
+    SM_CLA,
+    CommandAPDU,
+    ResponseAPDU,
+    _cla_for,
+    is_success_or_warning,
+    mac_class_byte,
+    split_short,
+)
 from gp.errors import GPError, UsageError
 
 __all__ = [
@@ -93,6 +103,8 @@ SCP_IDENTIFIER = 0x03
 _BLOCK = 16
 _ZERO_BLOCK = bytes(_BLOCK)
 _MAX_SEQUENCE_COUNTER = 0xFFFFFF
+_R_ENC_MARK = 0x80 << 120  # R-ENCRYPTION ICV: the counter block with its first byte set to 80
+_LOW_120 = (1 << 120) - 1
 
 SW_OK = 0x9000
 SW_AUTH_FAILED = 0x6300
@@ -123,26 +135,63 @@ class SCP03Error(GPError):
 class _Aes:
     """One AES key with the cipher objects reused for every operation on it.
 
-    Creating a ``cryptography`` cipher context costs more than the AES work on an APDU, so:
-    the CMAC context is primed once and copied per message (the copy carries the expanded key);
-    one ECB encryptor and one ECB decryptor, created on first use, serve everything else.
-    CBC decryption is a single ECB pass XORed with the shifted ciphertext; CBC encryption of
-    APDU-sized data chains blocks through the ECB encryptor, and only long data gets a fresh CBC
-    context.  ECB here is a building block, never a mode applied to data on its own.
+    Creating a ``cryptography`` cipher context costs more than the AES work on an APDU, so every
+    context is created once, on first use, and reused: the CMAC context is primed and copied per
+    message (the copy carries the expanded key); one ECB encryptor and one ECB decryptor serve
+    single blocks and CBC decryption (one ECB pass XORed with the shifted ciphertext).
+
+    CBC encryption with a derived ICV (Amd D §6.2.6, §6.2.7) runs through one long-lived CBC
+    encryptor: CBC is ``C_i = E(P_i xor C_{i-1})``, so feeding it ``X xor C_last`` as the first
+    block yields ``E(X)`` — the ICV — and the blocks after it are CBC-encrypted under that ICV,
+    all in one native call.  ``_chain`` is the context's last output block.  ECB and the chained
+    context are building blocks here, never modes applied to data on their own.
     """
 
-    __slots__ = ("_algorithm", "_cmac", "_ecb", "_ecb_dec")
+    __slots__ = ("_algorithm", "_cmac", "_ecb", "_ecb_dec", "_cbc", "_chain")
 
     _CBC_LOOP_MAX = 16 * 16  # bytes; above this a native CBC context is cheaper than the loop
 
     def __init__(self, key: bytes) -> None:
         self._algorithm = algorithms.AES(key)
-        self._cmac = cmac.CMAC(self._algorithm)
+        self._cmac: Any = None
         self._ecb: Any = None
         self._ecb_dec: Any = None
+        self._cbc: Any = None
+        self._chain = 0
 
     def __repr__(self) -> str:
         return "_Aes(<secret>)"
+
+    def cmac_context(self) -> Any:
+        """The primed CMAC context (copy it, never update it)."""
+        ctx = self._cmac
+        if ctx is None:
+            ctx = self._cmac = cmac.CMAC(self._algorithm)
+        return ctx
+
+    def encrypt_under_icv(self, icv_input: int, data: bytes) -> bytes:
+        """CBC-encrypt ``data`` (a multiple of 16 bytes) under ``ICV = E(icv_input)``, one native call.
+
+        ``icv_input`` is the 16-byte block as an integer.  See the class docstring.
+        """
+        ctx = self._cbc
+        if ctx is None:
+            ctx = self._cbc = Cipher(self._algorithm, modes.CBC(_ZERO_BLOCK)).encryptor()
+        out = ctx.update((icv_input ^ self._chain).to_bytes(_BLOCK, "big") + data)
+        self._chain = int.from_bytes(out[-_BLOCK:], "big")
+        return out[_BLOCK:]
+
+    def decrypt_under_icv(self, icv_input: int, data: bytes) -> bytes:
+        """CBC-decrypt ``data`` (a non-empty multiple of 16 bytes) under ``ICV = E(icv_input)``."""
+        return self.cbc_decrypt(self._icv(icv_input), data)
+
+    def _icv(self, icv_input: int) -> bytes:
+        ctx = self._cbc
+        if ctx is None:
+            ctx = self._cbc = Cipher(self._algorithm, modes.CBC(_ZERO_BLOCK)).encryptor()
+        out = ctx.update((icv_input ^ self._chain).to_bytes(_BLOCK, "big"))
+        self._chain = int.from_bytes(out, "big")
+        return out
 
     def encrypt_block(self, block: bytes) -> bytes:
         if self._ecb is None:
@@ -173,7 +222,7 @@ class _Aes:
 
 def _cmac(key: _Aes, message: bytes) -> bytes:
     """Full 16-byte AES-CMAC (NIST SP 800-38B).  Every CMAC of this module goes through here."""
-    ctx = key._cmac.copy()
+    ctx = (key._cmac or key.cmac_context()).copy()
     ctx.update(message)
     return ctx.finalize()
 
@@ -183,11 +232,19 @@ def _check_key(key: bytes, what: str) -> None:
         raise UsageError(f"{what} must be 16, 24 or 32 bytes, got {len(key)}")
 
 
+_LABELS: dict[tuple[int, int], tuple[bytes, ...]] = {}
+
+
 def _derive(key: _Aes, constant: int, context: bytes, bits: int) -> bytes:
     """Amd D §4.1.5: label (11 x 00 || constant) || 00 || L || i || context, PRF = CMAC."""
-    prefix = bytes(11) + bytes((constant, 0x00)) + bits.to_bytes(2, "big")
-    out = b"".join(_cmac(key, prefix + bytes((i,)) + context) for i in range(1, (bits + 127) // 128 + 1))
-    return out[: bits // 8]
+    prefixes = _LABELS.get((constant, bits))
+    if prefixes is None:
+        label = bytes(11) + bytes((constant, 0x00)) + bits.to_bytes(2, "big")
+        prefixes = tuple(label + bytes((i,)) for i in range(1, (bits + 127) // 128 + 1))
+        _LABELS[(constant, bits)] = prefixes
+    if len(prefixes) == 1:
+        return _cmac(key, prefixes[0] + context)[: bits // 8]
+    return b"".join([_cmac(key, prefix + context) for prefix in prefixes])[: bits // 8]
 
 
 def kdf(key: bytes, constant: int, context: bytes, bits: int) -> bytes:
@@ -359,6 +416,7 @@ class _Channel:
         self._key_version = 0
         self._sequence_counter: int | None = None
         self._last_command_secured = False
+        self._session_key_values: tuple[bytes, bytes, bytes] | None = None
 
     # -- derivation --
 
@@ -368,12 +426,11 @@ class _Channel:
         context = self._host_challenge + card_challenge
         bits = 8 * self._static.key_length
         static_enc, static_mac = self._static._ciphers
-        self._keys = SessionKeys(
-            _derive(static_enc, DC_S_ENC, context, bits),
-            _derive(static_mac, DC_S_MAC, context, bits),
-            _derive(static_mac, DC_S_RMAC, context, bits),
-        )
-        self._enc, self._mac, self._rmac = self._keys._ciphers
+        s_enc = _derive(static_enc, DC_S_ENC, context, bits)
+        s_mac = _derive(static_mac, DC_S_MAC, context, bits)
+        s_rmac = _derive(static_mac, DC_S_RMAC, context, bits)
+        self._session_key_values = (s_enc, s_mac, s_rmac)  # SessionKeys is built on demand
+        self._enc, self._mac, self._rmac = _Aes(s_enc), _Aes(s_mac), _Aes(s_rmac)
 
     def _cryptogram(self, constant: int) -> bytes:
         context = self._host_challenge + self._card_challenge
@@ -385,18 +442,9 @@ class _Channel:
         """Full CMAC over MCV || CLA' INS P1 P2 Lc' || data (Amd D §6.2.4)."""
         return _cmac(self._mac, self._mcv + bytes((mac_class_byte(cla), ins, p1, p2)) + lc_field + data)
 
-    def _r_mac(self, data: bytes, sw: int) -> bytes:
-        """First 8/16 bytes of CMAC(S-RMAC, MCV || data || SW) (Amd D §6.2.5)."""
-        return _cmac(self._rmac, self._mcv + data + sw.to_bytes(2, "big"))[: self._n]
-
-    def _counter_block(self) -> bytes:
-        return self._counter.to_bytes(_BLOCK, "big")
-
-    def _command_icv(self) -> bytes:
-        return self._enc.encrypt_block(self._counter_block())
-
-    def _response_icv(self) -> bytes:
-        return self._enc.encrypt_block(b"\x80" + self._counter_block()[1:])
+    def _response_icv_input(self) -> int:
+        """The counter block with its first byte set to ``80`` (Amd D §6.2.7), as an integer."""
+        return _R_ENC_MARK | (self._counter & _LOW_120)
 
     @property
     def _rmac_active(self) -> bool:
@@ -441,7 +489,10 @@ class _Channel:
 
     @property
     def session_keys(self) -> SessionKeys | None:
-        return getattr(self, "_keys", None)
+        keys = getattr(self, "_keys", None)
+        if keys is None and self._session_key_values is not None:
+            keys = self._keys = SessionKeys(*self._session_key_values)
+        return keys
 
     @property
     def mac_chaining_value(self) -> bytes:
@@ -572,6 +623,32 @@ class HostSession(_Channel):
         """Protect one command per the security level (Amd D §6.2.4, §6.2.6)."""
         if not self._authenticated:
             raise SCP03Error("no authenticated session: run INITIALIZE UPDATE / EXTERNAL AUTHENTICATE first")
+        raw = bytes(apdu)
+        split = split_short(raw)
+        level = self._level
+        # Fast path: a short command with a channel-coded, SM-free CLA at a C-MAC level.  Byte for
+        # byte what the general path below builds; anything else takes the general path.
+        if split is not None and level & C_MAC:
+            cla = raw[0]
+            sm_cla = SM_CLA[cla]
+            if sm_cla >= 0 and PLAIN_CLA[cla] == cla:
+                data, le_field = split
+                self._counter += 1
+                if level & C_DECRYPTION and data:
+                    data = self._enc.encrypt_under_icv(self._counter, _pad(data))
+                self._last_command_secured = True
+                n = self._n
+                length = len(data) + n
+                if length <= 255:
+                    header = bytes((sm_cla, raw[1], raw[2], raw[3], length))
+                    full = _cmac(self._mac, self._mcv + bytes((MAC_CLA[cla],)) + header[1:] + data)
+                    self._mcv = full
+                    return header + data + full[:n] + le_field
+                le = (le_field[0] or 256) if le_field else None
+                return self._mac_command(CommandAPDU(cla, raw[1], raw[2], raw[3], data, le, False))
+        return self._wrap_general(raw)
+
+    def _wrap_general(self, apdu: bytes) -> bytes:
         cmd = CommandAPDU.parse(apdu)
         self._counter += 1  # every command, with or without data (Amd D §6.2.6)
         if not self._level & C_MAC:
@@ -581,29 +658,37 @@ class HostSession(_Channel):
             raise UsageError("command already indicates secure messaging in CLA; pass the plain command")
         data = cmd.data
         if self._level & C_DECRYPTION and data:
-            data = self._enc.cbc_encrypt(self._command_icv(), _pad(data))
+            data = self._enc.encrypt_under_icv(self._counter, _pad(data))
         self._last_command_secured = True
         return self._mac_command(CommandAPDU(cmd.cla, cmd.ins, cmd.p1, cmd.p2, data, cmd.le, cmd.extended))
 
     def unwrap(self, response: bytes) -> bytes:
         """Verify R-MAC and decrypt R-ENC data (Amd D §6.2.5, §6.2.7); returns plain data + SW."""
-        rsp = ResponseAPDU.parse(response)
-        if not self._rmac_active or not is_success_or_warning(rsp.sw):
-            return rsp.encode()  # error status words carry no protection
+        raw = bytes(response)
+        if not 2 <= len(raw) <= 65538:
+            ResponseAPDU.parse(raw)  # raises the ParseError naming the problem
+        sw_bytes = raw[-2:]
+        sw = int.from_bytes(sw_bytes, "big")
+        if not (self._authenticated and self._last_command_secured and self._level & R_MAC) or not (
+            sw == 0x9000 or sw >> 8 in (0x62, 0x63)  # is_success_or_warning
+        ):
+            return raw  # error status words carry no protection
         n = self._n
-        if len(rsp.data) < n:
-            raise SCP03Error(f"response of {len(rsp.data)} data bytes cannot carry a {n}-byte R-MAC")
-        body, mac = rsp.data[:-n], rsp.data[-n:]
-        if not hmac.compare_digest(self._r_mac(body, rsp.sw), mac):
+        data = raw[:-2]
+        if len(data) < n:
+            raise SCP03Error(f"response of {len(data)} data bytes cannot carry a {n}-byte R-MAC")
+        body, mac = data[:-n], data[-n:]
+        expected = _cmac(self._rmac, self._mcv + body + sw_bytes)[:n]
+        if not hmac.compare_digest(expected, mac):
             raise SCP03Error("R-MAC verification failed: the response was altered or is out of sequence")
         if self._level & R_ENCRYPTION and body:
             if len(body) % _BLOCK:
                 raise SCP03Error("encrypted response data is not a multiple of 16 bytes")
-            plain = _unpad(self._enc.cbc_decrypt(self._response_icv(), body), strict=False)
+            plain = _unpad(self._enc.decrypt_under_icv(self._response_icv_input(), body), strict=False)
             if plain is None:
                 raise SCP03Error("decrypted response data has malformed padding")
             body = plain
-        return body + bytes((rsp.sw1, rsp.sw2))
+        return body + sw_bytes
 
 
 # --- card ---------------------------------------------------------------------------------------
@@ -764,25 +849,34 @@ class CardSession(_Channel):
         Security errors abort the session and raise :class:`SCP03Error` with ``sw`` 6982.
         A malformed APDU raises :class:`gp.errors.ParseError` and leaves the session untouched.
         """
-        cmd = CommandAPDU.parse(apdu)
+        return self._unwrap(CommandAPDU.parse(apdu)).encode()
+
+    def _unwrap(self, cmd: CommandAPDU) -> CommandAPDU:
+        """:meth:`unwrap_command` on a parsed command, returning the plain command (card hot path)."""
         if self._state == "aborted":
             raise SCP03Error("secure channel session aborted; start a new one", sw=SW_SECURITY)
         if not self._authenticated:
             if cmd.secure_messaging:
                 raise SCP03Error("secured command outside a secure channel session", sw=SW_SECURITY)
             self._last_command_secured = False
-            return cmd.encode()
+            return cmd
         self._counter += 1
         if not self._level & C_MAC:
             if cmd.secure_messaging:
                 raise self._security_error("secured command in a session without secure messaging")
             self._last_command_secured = False
-            return cmd.encode()
+            return cmd
         n = self._n
-        if not cmd.secure_messaging or len(cmd.data) < n:
+        data = cmd.data
+        if not cmd.secure_messaging or len(data) < n:
             raise self._security_error("command lacks the C-MAC the security level requires")
-        body, mac = cmd.data[:-n], cmd.data[-n:]
-        full = self._c_mac(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.lc_field(), body)
+        body, mac = data[:-n], data[-n:]
+        # MAC_CLA is mac_class_byte(); a secure-messaging CLA always has a channel coding.
+        if cmd.extended or len(data) > 255 or (cmd.le is not None and cmd.le > 256):
+            lc_field = cmd.lc_field()
+        else:
+            lc_field = bytes((len(data),))
+        full = _cmac(self._mac, self._mcv + bytes((MAC_CLA[cmd.cla], cmd.ins, cmd.p1, cmd.p2)) + lc_field + body)
         if not hmac.compare_digest(full[:n], mac):
             raise self._security_error("C-MAC verification failed")
         self._mcv = full
@@ -790,12 +884,12 @@ class CardSession(_Channel):
         if self._level & C_DECRYPTION and body:
             if len(body) % _BLOCK:
                 raise self._security_error("encrypted command data is not a multiple of 16 bytes")
-            plain = _unpad(self._enc.cbc_decrypt(self._command_icv(), body), strict=True)
+            plain = _unpad(self._enc.decrypt_under_icv(self._counter, body), strict=True)
             if plain is None:
                 raise self._security_error("decrypted command data has malformed padding")
             body = plain
-        cla = _cla_for(cmd.cla, channel=cmd.channel, sm=False)
-        return CommandAPDU(cla, cmd.ins, cmd.p1, cmd.p2, body, cmd.le).encode()
+        # A plain copy: the fields come from a checked APDU and the body is shorter than its data.
+        return CommandAPDU._trusted(PLAIN_CLA[cmd.cla], cmd.ins, cmd.p1, cmd.p2, body, cmd.le, False)
 
     def wrap_response(self, data: bytes, sw: int) -> bytes:
         """The full response APDU for the last unwrapped command (Amd D §6.2.5, §6.2.7).
@@ -812,8 +906,8 @@ class CardSession(_Channel):
         if not is_success_or_warning(sw):
             return sw_bytes
         if self._level & R_ENCRYPTION and data:
-            data = self._enc.cbc_encrypt(self._response_icv(), _pad(data))
-        return data + self._r_mac(data, sw) + sw_bytes
+            data = self._enc.encrypt_under_icv(self._response_icv_input(), _pad(data))
+        return data + _cmac(self._rmac, self._mcv + data + sw_bytes)[: self._n] + sw_bytes
 
     def decrypt_sensitive(self, data: bytes) -> bytes:
         """Decrypt key components sent under the static Key-DEK (Amd D §6.2.8)."""

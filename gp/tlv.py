@@ -48,8 +48,21 @@ def _tag_first_byte(tag: int) -> int:
     return tag >> (8 * ((tag.bit_length() - 1) // 8))
 
 
+_TAG_BYTES: dict[int, bytes] = {}  # tags already checked: GP uses a few dozen, encoded constantly
+
+
 def encode_tag(tag: int) -> bytes:
     """The bytes of ``tag``, after checking they form one well-formed BER tag."""
+    raw = _TAG_BYTES.get(tag)
+    if raw is not None:
+        return raw
+    raw = _check_tag(tag)
+    if len(_TAG_BYTES) < 4096:
+        _TAG_BYTES[tag] = raw
+    return raw
+
+
+def _check_tag(tag: int) -> bytes:
     if not 0 < tag < 1 << (8 * _MAX_TAG_BYTES):
         raise EncodeError(f"tag {tag:#x} out of range (1 to {_MAX_TAG_BYTES} bytes)")
     raw = tag.to_bytes((tag.bit_length() + 7) // 8, "big")
@@ -83,8 +96,14 @@ def encode_length(length: int) -> bytes:
 
 def encode(tag: int, value: bytes | Iterable[TLV] = b"") -> bytes:
     """One TLV: ``tag`` with a primitive value, or with children encoded one after the other."""
-    body = value if isinstance(value, bytes | bytearray) else b"".join(child.encode() for child in value)
-    return encode_tag(tag) + encode_length(len(body)) + bytes(body)
+    if isinstance(value, bytes):
+        body = value
+    elif isinstance(value, bytearray):
+        body = bytes(value)
+    else:
+        body = b"".join([child.encode() for child in value])
+    n = len(body)
+    return encode_tag(tag) + (bytes((n,)) if n < 0x80 else encode_length(n)) + body
 
 
 @dataclass(frozen=True, slots=True)

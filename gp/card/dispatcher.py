@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gp.apdu import CommandAPDU
@@ -27,6 +29,7 @@ from gp.scp03 import CardSession, SCP03Error
 __all__ = ["Channel", "Dispatcher"]
 
 MAX_CHANNELS = 20
+_NONE_SELECTED: frozenset[AID] = frozenset()
 SW_WARNING_LOCKED = 0x6283
 SW_NOT_FOUND_APP = 0x6A82
 SW_CHANNEL = 0x6881
@@ -54,6 +57,15 @@ class Channel:
         self.ctx.authenticated = False
 
 
+@functools.lru_cache(maxsize=256)
+def _fci(aid: AID, i_param: int | None) -> bytes:
+    """SELECT's FCI (GP CS v2.3.1 Table 11-91): a function of the AID and, for an SD, the i parameter."""
+    if i_param is None:
+        return FCI(aid).encode()
+    sdm = CardRecognitionData(i_param=i_param).encode()[4:]  # the 73 template's value
+    return FCI(aid, sdm, 255).encode()
+
+
 def _sw(sw: int, data: bytes = b"") -> bytes:
     return data + sw.to_bytes(2, "big")
 
@@ -64,6 +76,10 @@ class Dispatcher:
     def __init__(self, state: CardState) -> None:
         self.state = state
         self.channels: dict[int, Channel] = {}
+        # Undo actions for the persistent changes a command makes outside the card content
+        # management handlers (the sequence counter step of INITIALIZE UPDATE); the card replays
+        # them, newest first, when the command fails or its write does, and clears the list.
+        self.journal: list[Callable[[], None]] = []
         self.reset()
 
     # -- power / channels --
@@ -172,11 +188,7 @@ class Dispatcher:
             return _sw(SW_NOT_FOUND_APP)
         ch.end_session()
         ch.selected = target.aid
-        if target.is_security_domain:
-            sdm = CardRecognitionData(i_param=self.state.i_param).encode()[4:]  # the 73 template's value
-            fci = FCI(target.aid, sdm, 255).encode()
-        else:
-            fci = FCI(target.aid).encode()
+        fci = _fci(target.aid, self.state.i_param if target.is_security_domain else None)
         locked = self.state.life_cycle in (CardLifeCycle.CARD_LOCKED, CardLifeCycle.TERMINATED)
         return _sw(SW_WARNING_LOCKED if locked else SW_OK, fci)
 
@@ -214,7 +226,7 @@ class Dispatcher:
             session = None
         if session is not None:
             try:
-                plain = CommandAPDU.parse(session.unwrap_command(raw))
+                plain = session._unwrap(cmd)  # = parse(unwrap_command(raw)), without re-parsing
             except SCP03Error as e:
                 ch.end_session()
                 return _sw(e.sw or 0x6982)
@@ -225,7 +237,9 @@ class Dispatcher:
                 return _sw(0x6982)
             plain = cmd
         try:
-            data, sw = process(self.state, ch.ctx, sd, plain, self.selected_aids(except_channel=ch.number))
+            # Only DELETE consults the applications selected on other channels.
+            selected = self.selected_aids(except_channel=ch.number) if plain.ins == 0xE4 else _NONE_SELECTED
+            data, sw = process(self.state, ch.ctx, sd, plain, selected)
         except CardError as e:
             data, sw = b"", e.sw
         if session is not None:
@@ -266,5 +280,6 @@ class Dispatcher:
         except GPError:
             return _sw(0x6F00)
         keyset.sequence_counter = counter + 1
+        self.journal.append(lambda: setattr(keyset, "sequence_counter", counter))
         ch.session = session
         return _sw(SW_OK, data)

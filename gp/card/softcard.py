@@ -5,10 +5,22 @@
 
 1. The dispatcher processes the APDU (status words for every refusal, GP CS v2.3.1 Table 11-10).
 2. A command answered with an error status word leaves the persistent state exactly as it was:
-   the state is restored from the last committed snapshot ("changes nothing").
+   the state is restored to the last committed one ("changes nothing").
 3. A successful command that changed the state is committed: serialised, sealed and atomically
    written (:mod:`gp.card.storage`).  If that write fails the in-memory state is restored too and
    the card answers ``6581`` (memory failure), like a card whose NVM write failed.
+
+Two ways to honour 2 and 3, chosen by instruction byte (sent in clear even under secure
+messaging, Amd D §6.2.4):
+
+- The card content management commands that edit the registry or key stores — INSTALL, LOAD,
+  DELETE, PUT KEY, STORE DATA, SET STATUS (:data:`MUTATING_INS`) — run against a serialised
+  snapshot: restored on error, compared and written on success.
+- Every other command (SELECT, MANAGE CHANNEL, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE, GET
+  STATUS, GET DATA, anything refused) leaves the persistent state alone except through the
+  dispatcher's undo journal: INITIALIZE UPDATE records the sequence counter it increments
+  (Amd D §6.2.2.1).  An error replays the journal; a success with an empty journal neither
+  serialises nor writes anything; a non-empty one (a counter step) is written like any change.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 
 from gp.apdu import is_success_or_warning
 from gp.card import storage
@@ -62,6 +75,12 @@ ISD_PRIVILEGES = (
 )
 
 
+# INSTALL, LOAD, DELETE, PUT KEY, STORE DATA, SET STATUS: the only commands whose handlers edit
+# the registry or a key store (gp.card.sd); all others change at most a sequence counter, through
+# the dispatcher's undo journal.
+MUTATING_INS = frozenset({0xE6, 0xE8, 0xE4, 0xD8, 0xE2, 0xF0})
+
+
 def _serialise(state: CardState) -> bytes:
     return json.dumps(state.to_dict(), sort_keys=True, separators=(",", ":")).encode()
 
@@ -73,8 +92,11 @@ class SoftCard:
         self._path = path
         self._key = storage.resolve_state_key(path, state_key) if path is not None else None
         self._state = state
-        self._committed = _serialise(state)
+        # The serialised committed state, or None when it has to be recomputed (it goes stale when
+        # a journaled change — a sequence counter step — is committed in memory only).
+        self._committed: bytes | None = _serialise(state)
         self._dispatcher = Dispatcher(state)
+        self.writes = 0  # state files written since construction (for tests and benchmarks)
 
     # -- construction --
 
@@ -138,7 +160,7 @@ class SoftCard:
         )
         card = cls(state, path=path, state_key=state_key)
         if path is not None:
-            storage.save(path, card._committed, card._key)  # type: ignore[arg-type]
+            storage.save(path, _serialise(card._state), card._key)  # type: ignore[arg-type]
         return card
 
     @classmethod
@@ -159,17 +181,56 @@ class SoftCard:
 
     def transmit(self, apdu: bytes) -> bytes:
         """Process one command APDU; always returns a response ending with a status word."""
+        raw = bytes(apdu)
+        if len(raw) >= 4 and raw[1] in MUTATING_INS:
+            return self._transmit_snapshot(raw)
+        journal = self._dispatcher.journal
+        journal.clear()
         try:
-            response = self._dispatcher.process(bytes(apdu))
+            response = self._dispatcher.process(raw)
         except Exception:  # a bug must not kill the reader loop: answer like a card would
             log.exception("soft card: unexpected error processing an APDU")
-            self._rollback()
+            self._undo(journal)
+            return b"\x6f\x00"
+        if not journal:
+            return response  # nothing persistent changed: nothing to restore, nothing to write
+        sw = int.from_bytes(response[-2:], "big")
+        if not is_success_or_warning(sw) and sw >> 8 != 0x61:
+            self._undo(journal)
+            return response
+        if self._path is None:
+            self._committed = None
+            journal.clear()
+            return response
+        snapshot = _serialise(self._state)
+        if self._write(snapshot):
+            journal.clear()
+            return response
+        self._undo(journal)
+        return b"\x65\x81"
+
+    def _transmit_snapshot(self, raw: bytes) -> bytes:
+        before = self._committed
+        if before is None:
+            before = self._committed = _serialise(self._state)
+        try:
+            response = self._dispatcher.process(raw)
+        except Exception:  # a bug must not kill the reader loop: answer like a card would
+            log.exception("soft card: unexpected error processing an APDU")
+            self._rollback(before)
             return b"\x6f\x00"
         sw = int.from_bytes(response[-2:], "big")
         if not is_success_or_warning(sw) and sw >> 8 != 0x61:
-            self._rollback()
+            self._rollback(before)
             return response
-        return self._commit(response)
+        snapshot = _serialise(self._state)
+        if snapshot == before:
+            return response
+        if self._path is not None and not self._write(snapshot):
+            self._rollback(before)
+            return b"\x65\x81"
+        self._committed = snapshot
+        return response
 
     def reset(self) -> None:
         """Warm reset / power cycle: closes channels and secure channel sessions."""
@@ -200,21 +261,22 @@ class SoftCard:
 
     # -- transactions --
 
-    def _rollback(self) -> None:
-        if _serialise(self._state) != self._committed:
-            self._state = CardState.from_dict(json.loads(self._committed))
+    def _rollback(self, committed: bytes) -> None:
+        if _serialise(self._state) != committed:
+            self._state = CardState.from_dict(json.loads(committed))
             self._dispatcher.state = self._state
 
-    def _commit(self, response: bytes) -> bytes:
-        snapshot = _serialise(self._state)
-        if snapshot == self._committed:
-            return response
-        if self._path is not None:
-            try:
-                storage.save(self._path, snapshot, self._key)  # type: ignore[arg-type]
-            except Exception:
-                log.exception("soft card: state write failed; command undone")
-                self._rollback()
-                return b"\x65\x81"
+    def _undo(self, journal: list[Callable[[], None]]) -> None:
+        while journal:
+            journal.pop()()
+
+    def _write(self, snapshot: bytes) -> bool:
+        """Seal and write ``snapshot``; False (logged) when the write failed."""
+        try:
+            storage.save(self._path, snapshot, self._key)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("soft card: state write failed; command undone")
+            return False
+        self.writes += 1
         self._committed = snapshot
-        return response
+        return True

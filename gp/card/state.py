@@ -69,8 +69,24 @@ class KeySet:
     keys: dict[int, Key] = field(default_factory=dict)
     sequence_counter: int = INITIAL_SEQUENCE_COUNTER
 
+    # The StaticKeys last built and the (type, value) of the keys it was built from: INITIALIZE
+    # UPDATE asks for them every session, and building one primes two cipher contexts.
+    _scp03_cache: tuple[tuple[tuple[KeyType, bytes] | None, ...], StaticKeys | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
     def scp03(self) -> StaticKeys | None:
-        parts = [self.keys.get(kid) for kid in SCP03_KIDS]
+        parts = tuple(self.keys.get(kid) for kid in SCP03_KIDS)
+        signature = tuple((k.key_type, k.value) if k is not None else None for k in parts)
+        cached = self._scp03_cache
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        keys = self._build_scp03(parts)
+        self._scp03_cache = (signature, keys)
+        return keys
+
+    @staticmethod
+    def _build_scp03(parts: tuple[Key | None, ...]) -> StaticKeys | None:
         if any(k is None or k.key_type is not KeyType.AES for k in parts):
             return None
         enc, mac, dek = (k.value for k in parts if k is not None)

@@ -1,4 +1,4 @@
-"""Typed builders and parsers for the GlobalPlatform card-management commands (GP CS v2.3.1 ch. 11).
+"""Typed builders and parsers for the GlobalPlatform card-management commands (GP CS v2.3.1 §11).
 
 Each command is a frozen dataclass: ``to_apdu()`` builds the :class:`gp.apdu.CommandAPDU`,
 ``from_apdu()`` (or a ``parse_*`` function) turns a received command back into the typed value and

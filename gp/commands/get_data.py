@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 from gp import tlv
@@ -112,6 +113,12 @@ class CardRecognitionData:
     i_param: int = 0x70
 
     def encode(self) -> bytes:
+        try:
+            return _encode_card_recognition(self.gp_version, self.scp, self.i_param)
+        except TypeError:  # an unhashable gp_version (bytearray): encode without the cache
+            return self._encode()
+
+    def _encode(self) -> bytes:
         oid = lambda *parts: tlv.TLV.build(0x06, _GP_OID + bytes(parts))  # noqa: E731
         inner = [
             oid(0x01),
@@ -139,6 +146,12 @@ class CardRecognitionData:
         if not value.startswith(_GP_OID + b"\x04") or len(value) != len(_GP_OID) + 3:
             raise ParseError("card recognition data: malformed SCP OID", offset=0)
         return cls(version, value[-2], value[-1])
+
+
+@functools.lru_cache(maxsize=64)
+def _encode_card_recognition(gp_version: bytes, scp: int, i_param: int) -> bytes:
+    """Card Recognition Data depends on three values only; SELECT and GET DATA send it often."""
+    return CardRecognitionData._encode(CardRecognitionData(gp_version, scp, i_param))
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,8 +68,14 @@ class GetStatus:
             raise ParseError(f"GET STATUS P1 {apdu.p1:02X}", offset=2) from None
         if apdu.p2 & 0xFC:
             raise ParseError(f"GET STATUS P2 {apdu.p2:02X}", offset=3)
+        data = apdu.data
+        if len(data) >= 2 and data[0] == 0x4F and data[1] == len(data) - 2 and data[1] < 0x80:
+            # The usual criteria, a lone 4F: what the general parse below would find, minus its cost.
+            if data[1] > 16:
+                raise ParseError("GET STATUS AID criterion longer than 16 bytes", offset=7)
+            return cls(scope, data[2:], bool(apdu.p2 & 0x01), bool(apdu.p2 & 0x02), None)
         try:
-            items = tlv.parse_all(apdu.data)
+            items = tlv.parse_all(data)
         except ParseError as e:
             raise ParseError(f"GET STATUS search criteria: {e.problem}", offset=5 + e.offset) from None
         aid = [t for t in items if t.tag == 0x4F]
@@ -106,23 +112,25 @@ class RegistryEntry:
         return isinstance(self.life_cycle, LifeCycle) and self.life_cycle.locked
 
     def encode_tlv(self, tag_list: bytes | None = None) -> bytes:
-        items: list[tlv.TLV] = [
-            tlv.TLV.build(0x4F, self.aid),
-            tlv.TLV.build(0x9F70, bytes([self.life_cycle_coding])),
+        # Every tag here is primitive, so each item is simply tag || length || value.
+        items: list[tuple[int, bytes]] = [
+            (0x4F, self.aid),
+            (0x9F70, bytes((self.life_cycle_coding,))),
         ]
         if self.privileges is not None:
-            items.append(tlv.TLV.build(0xC5, self.privileges.encode()))
+            items.append((0xC5, self.privileges.encode()))
         if self.load_file_aid is not None:
-            items.append(tlv.TLV.build(0xC4, self.load_file_aid))
+            items.append((0xC4, self.load_file_aid))
         if self.version is not None:
-            items.append(tlv.TLV.build(0xCE, self.version))
-        items.extend(tlv.TLV.build(0x84, m) for m in self.modules)
+            items.append((0xCE, self.version))
+        items.extend((0x84, m) for m in self.modules)
         if self.associated_sd_aid is not None:
-            items.append(tlv.TLV.build(0xCC, self.associated_sd_aid))
+            items.append((0xCC, self.associated_sd_aid))
         if tag_list is not None:
             wanted = _tag_list(tag_list)
-            items = [t for t in items if t.tag in wanted]
-        return tlv.encode(0xE3, items)
+            items = [t for t in items if t[0] in wanted]
+        encode = tlv.encode
+        return encode(0xE3, b"".join([encode(tag, bytes(value)) for tag, value in items]))
 
     def encode_lv(self, scope: StatusScope) -> bytes:
         privs = self.privileges.encode()[:1] if self.privileges is not None else b"\x00"
