@@ -101,15 +101,16 @@ class PcscBackend:
         for attempt in range(self._attempts):
             if attempt:
                 self._sleep(self._interval)
+            conn = None
             try:
                 reader = self._find_reader()
                 conn = reader.createConnection()
                 conn.connect(CardConnection.T1_protocol | CardConnection.T0_protocol)
-            except ReaderNotFound as e:
-                last = e
-                continue
             except (SmartcardException, BackendError) as e:
                 last = e
+                if conn is not None:  # release its PC/SC context now, not in a finaliser later
+                    with contextlib.suppress(Exception):
+                        conn.release()
                 continue
             self._drop()
             self._conn = conn
