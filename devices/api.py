@@ -241,7 +241,7 @@ SE_BATCH = batch.BatchFormat(
 )
 
 
-class _Created:
+class Created:
     """A batch row result: the enrolment's SE is what the report names."""
 
     def __init__(self, enrolment: key_services.SecureElementEnrolment) -> None:
@@ -276,7 +276,7 @@ class SecureElementBatchView(OrgScopedAPIView):
             SE_BATCH,
             s.SecureElementBatchIn,
             s.SecureElementIn,
-            lambda d: _Created(secure_element_from_row(self.actor, d)),
+            lambda d: Created(secure_element_from_row(self.actor, d)),
         )
 
 

@@ -7,6 +7,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from devices import views as device_views
+from jobs import views as job_views
 from portal import views
 from tenants import views as tenant_views
 
@@ -48,5 +49,31 @@ urlpatterns = [
     ),
     path(ORG + "devices/", device_views.DeviceListView.as_view(), name="org-devices"),
     path(ORG + "devices/<uuid:pk>/", device_views.DeviceDetailView.as_view(), name="org-device"),
+    path(ORG + "devices/register/", device_views.DeviceRegisterView.as_view(), name="org-device-register"),
+    path(ORG + "devices/batch/", device_views.DeviceBatchView.as_view(), name="org-device-batch"),
+    path(
+        ORG + "devices/<uuid:pk>/suspend/", device_views.DeviceSuspendView.as_view(), name="org-device-suspend"
+    ),
+    path(
+        ORG + "devices/<uuid:pk>/reactivate/",
+        device_views.DeviceReactivateView.as_view(),
+        name="org-device-reactivate",
+    ),
+    path(
+        ORG + "secure-elements/register/",
+        device_views.SecureElementRegisterView.as_view(),
+        name="org-se-register",
+    ),
+    path(ORG + "secure-elements/batch/", device_views.SecureElementBatchView.as_view(), name="org-se-batch"),
     path(ORG + "audit/", views.AuditView.as_view(), name="org-audit"),
+    path(ORG + "devices/<uuid:pk>/jobs/", job_views.DeviceJobsView.as_view(), name="org-device-jobs"),
+    path(
+        ORG + "devices/<uuid:pk>/jobs/new/",
+        job_views.DeviceJobRequestView.as_view(),
+        name="org-device-job-new",
+    ),
+    path(ORG + "jobs/", job_views.JobListView.as_view(), name="org-jobs"),
+    path(ORG + "jobs/<uuid:pk>/", job_views.JobDetailView.as_view(), name="org-job"),
+    path(ORG + "jobs/<uuid:pk>/timeline/", job_views.JobTimelineView.as_view(), name="org-job-timeline"),
+    path(ORG + "jobs/<uuid:pk>/cancel/", job_views.JobCancelView.as_view(), name="org-job-cancel"),
 ]
