@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from agent.errors import JournalError
 from agent.protocol import WorkItem, WorkResult, sw_matches
@@ -124,7 +125,7 @@ class Journal:
         except sqlite3.Error as e:
             raise JournalError(f"{self.path}: journal write failed: {e}") from None
 
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as e:
@@ -232,7 +233,7 @@ class Journal:
         return JournalEntry(
             WorkItem.from_json(json.loads(str(body))),
             str(state),
-            None if sending is None else int(sending),  # type: ignore[call-overload]
+            None if sending is None else int(sending),
             None if status is None else str(status),
             str(detail),
             bool(acked),
@@ -241,7 +242,7 @@ class Journal:
 
     def _responses(self, item_id: str) -> tuple[bytes, ...]:
         rows = self._read("SELECT rapdu FROM responses WHERE item = ? ORDER BY idx", (item_id,))
-        return tuple(bytes(r[0]) for r in rows)  # type: ignore[arg-type]
+        return tuple(bytes(r[0]) for r in rows)
 
     def result(self, item_id: str) -> WorkResult | None:
         rows = self._read("SELECT status, detail FROM items WHERE id = ? AND state = 'finished'", (item_id,))
@@ -264,7 +265,7 @@ class Journal:
         return out
 
     def pending_count(self) -> int:
-        return int(self._read("SELECT count(*) FROM items WHERE state = 'finished' AND acked = 0")[0][0])  # type: ignore[call-overload]
+        return int(self._read("SELECT count(*) FROM items WHERE state = 'finished' AND acked = 0")[0][0])
 
 
 def _settle(entry: JournalEntry) -> tuple[str, str]:
