@@ -119,12 +119,21 @@ class DeviceBatchIn(StrictSerializer):
 
 
 class IsdKeysIn(StrictSerializer):
-    """The ISD key set as `agent init` writes its keys file: hex keys, and optionally the KVN."""
+    """The ISD key set: hex keys — or the whole hand-over file `agent init` writes, whose other
+    fields, when present, must agree with the request (a file for another SE is refused)."""
 
     enc = serializers.CharField(max_length=64)
     mac = serializers.CharField(max_length=64)
     dek = serializers.CharField(max_length=64)
     kvn = serializers.IntegerField(min_value=1, max_value=0x7F, required=False)
+    se_serial = serializers.CharField(max_length=64, required=False)
+    isd_aid = serializers.CharField(max_length=32, required=False)
+    i_param = serializers.IntegerField(min_value=0, max_value=0xFF, required=False)
+    sequence_counter = serializers.IntegerField(
+        min_value=0, max_value=0xFFFFFF, required=False, allow_null=True
+    )
+    key_type = serializers.CharField(max_length=16, required=False)
+    purpose = serializers.CharField(max_length=200, required=False)
 
 
 class DeviceRefIn(StrictSerializer):
@@ -146,9 +155,15 @@ class SecureElementIn(StrictSerializer):
     device = DeviceRefIn(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        file_kvn = attrs["isd_keys"].get("kvn")
-        if file_kvn is not None and file_kvn != attrs["kvn"]:
-            raise serializers.ValidationError({"isd_keys": ["Its kvn differs from the request's kvn."]})
+        keys = attrs["isd_keys"]
+        mine = {"kvn": attrs["kvn"], "se_serial": attrs["serial"], "i_param": attrs["i_param"]}
+        if "sequence_counter" in attrs:
+            mine["sequence_counter"] = attrs["sequence_counter"]
+        for name, value in mine.items():
+            if name in keys and keys[name] != value:
+                raise serializers.ValidationError({"isd_keys": [f"Its {name} differs from the request's."]})
+        if "isd_aid" in keys and keys["isd_aid"].upper() != attrs["isd_aid"].upper():
+            raise serializers.ValidationError({"isd_keys": ["Its isd_aid differs from the request's."]})
         return attrs
 
 
