@@ -219,13 +219,20 @@ def main() -> None:
                     costs[name].append(rates["raw"][-1] / rates[name][-1])
         med = {name: statistics.median(values) for name, values in rates.items()}
         cost = {name: statistics.median(values) for name, values in costs.items()}
-        cmacs = {length: count_cmacs(StaticKeys(bytes(length), bytes(range(length)), bytes(length))) for length in (16, 32)}
+        cmacs = {
+            length: count_cmacs(StaticKeys(bytes(length), bytes(range(length)), bytes(length)))
+            for length in (16, 32)
+        }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     load = os.getloadavg()
-    print(f"CPU: {platform.processor() or platform.machine()} x{os.cpu_count()}  Python {platform.python_version()}")
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; medians of {args.rounds} interleaved rounds")
+    print(
+        f"CPU: {platform.processor() or platform.machine()} x{os.cpu_count()}  Python {platform.python_version()}"
+    )
+    print(
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; medians of {args.rounds} interleaved rounds"
+    )
     print(f"raw AES-CMAC (cryptography, fresh context, 32 B):    {med['raw']:12,.0f} calls/s")
     print(f"AES-CMAC via gp.scp03._cmac (primed context copy):   {med['primed']:12,.0f} calls/s")
     print(f"wrapped APDUs, level 01 (host wrap + card unwrap):   {med['wrap01']:12,.0f} /s")

@@ -876,7 +876,9 @@ class CardSession(_Channel):
             lc_field = cmd.lc_field()
         else:
             lc_field = bytes((len(data),))
-        full = _cmac(self._mac, self._mcv + bytes((MAC_CLA[cmd.cla], cmd.ins, cmd.p1, cmd.p2)) + lc_field + body)
+        full = _cmac(
+            self._mac, self._mcv + bytes((MAC_CLA[cmd.cla], cmd.ins, cmd.p1, cmd.p2)) + lc_field + body
+        )
         if not hmac.compare_digest(full[:n], mac):
             raise self._security_error("C-MAC verification failed")
         self._mcv = full

@@ -96,7 +96,6 @@ class SoftCard:
         # a journaled change — a sequence counter step — is committed in memory only).
         self._committed: bytes | None = _serialise(state)
         self._dispatcher = Dispatcher(state)
-        self.writes = 0  # state files written since construction (for tests and benchmarks)
 
     # -- construction --
 
@@ -277,6 +276,5 @@ class SoftCard:
         except Exception:
             log.exception("soft card: state write failed; command undone")
             return False
-        self.writes += 1
         self._committed = snapshot
         return True
