@@ -247,7 +247,7 @@ def _run(args: argparse.Namespace) -> int:
     runner = Runner(config, transport, backend, journal)
     try:
         if args.once:
-            journal.recover()
+            runner.resume()
             try:
                 delay = runner.run_once()
             except TransportError as e:

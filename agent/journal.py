@@ -218,6 +218,11 @@ class Journal:
 
     # -- reads --
 
+    def unstarted(self) -> list[WorkItem]:
+        """Items journalled on arrival whose first command was never sent (safe to run now)."""
+        rows = self._read("SELECT body FROM items WHERE state = 'received' ORDER BY received_at, rowid")
+        return [WorkItem.from_json(json.loads(str(body))) for (body,) in rows]
+
     def seen(self, item_id: str) -> bool:
         """Whether any command of this item may have reached the card (then it never runs again)."""
         rows = self._read("SELECT state FROM items WHERE id = ?", (item_id,))

@@ -147,6 +147,11 @@ class Runner:
             )
             if card_lost:
                 return self.config.poll.min_s  # results delivered; the card needs a pause
+            # Journal the whole answer first: a crash during item 1 must not lose items 2..n,
+            # which the portal has marked dispatched and will not send again.
+            for item in response.work:
+                if not self.journal.seen(item.item):
+                    self.journal.received(item)
             for item in response.work:
                 if stop is not None and stop.is_set():
                     break
@@ -230,11 +235,19 @@ class Runner:
         ceiling = min(poll.backoff_cap_s, poll.backoff_base_s * 2.0 ** min(max(failures - 1, 0), 62))
         return self._rng.uniform(0.0, ceiling)
 
+    def resume(self) -> None:
+        """After a restart: settle items a crash interrupted (reported ``interrupted``, never
+        re-sent), then run the items that were journalled but never started."""
+        for item_id in self.journal.recover():
+            log.warning("event=item_recovered item=%s", item_id)
+        for item in self.journal.unstarted():
+            log.info("event=item_resumed item=%s job=%s", item.item, item.job)
+            if not self.handle(item):
+                break
+
     def run_forever(self, stop: threading.Event) -> None:
         """Cycle until ``stop`` is set; transport failures back off, journal failures propagate."""
-        recovered = self.journal.recover()
-        for item_id in recovered:
-            log.warning("event=item_recovered item=%s", item_id)
+        self.resume()
         while not stop.is_set():
             try:
                 delay = self.run_once(stop)
