@@ -10,7 +10,7 @@ from devices.models import Device
 from jobs import selectors, services
 from jobs import serializers as s
 from jobs.models import Job, JobState
-from portal.api import ON_BEHALF_PARAM, ListMixin, OrgScopedAPIView
+from portal.api import ON_BEHALF_PARAM, ListMixin, NoInput, OrgScopedAPIView
 from portal.errors import InvalidError
 from tenants.access import Action, get_visible
 
@@ -59,6 +59,7 @@ class JobCancelView(OrgScopedAPIView):
 
     @extend_schema(parameters=[ON_BEHALF_PARAM], request=None, responses=s.JobOut)
     def post(self, request: Request, org: str, pk: str) -> Response:
+        NoInput(data=request.data).is_valid(raise_exception=True)
         job = get_visible(Job, self.actor, Action.JOBS_VIEW, pk=pk)
         job = services.job_cancel(actor=self.actor, job=job)
         ctx = self.context(request, subject_id=self.actor.subject.pk)

@@ -14,7 +14,7 @@ from tenants.serializers import abs_url, org_slug
 class JobRequestIn(StrictSerializer):
     kind = serializers.ChoiceField(choices=JobKind.choices)
     params = serializers.DictField(required=False, default=dict)
-    mode = serializers.ChoiceField(choices=ScriptMode.choices, required=False, allow_null=True, default=None)
+    mode = serializers.ChoiceField(choices=ScriptMode.choices, required=False)
 
 
 class JobStepOut(serializers.Serializer):

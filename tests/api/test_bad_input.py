@@ -220,6 +220,29 @@ ENDPOINTS.update(
     }
 )
 
+def _queued_job_url(world: Any) -> str:
+    from jobs.models import Job
+
+    job = Job.objects.create(
+        kind="read_status", device=world.device, secure_element=world.se, target_sd=world.isd,
+        target_aid=world.isd.aid, requested_by=world.owner, beneficiary=world.owner, params={"sd": world.isd.aid},
+    )
+    return f"/api/v1/orgs/owner-sei/jobs/{job.pk}/cancel/"
+
+
+ENDPOINTS.update(
+    {
+        ("api:device-jobs", "post"): Endpoint(
+            "post",
+            lambda w: f"/api/v1/orgs/owner-sei/devices/{w.device.pk}/jobs/",
+            "owner",
+            {"kind": CHOICE, "params": DICT, "mode": CHOICE},
+            lambda w: {"kind": "read_status", "params": {}},
+        ),
+        ("api:job-cancel", "post"): Endpoint("post", _queued_job_url, "owner", {}, everything_optional=True),
+    }
+)
+
 WRONG_TYPES: dict[str, list[Any]] = {
     STR: [True, [], {"a": 1}, None, ["x"]],
     SLUG: [True, [], {"a": 1}, None, 12],
