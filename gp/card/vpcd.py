@@ -8,12 +8,16 @@ answer to any of them), ``4`` get ATR (answer: length + ATR).  Any other payload
 answered with length + R-APDU.  Power off, power on and reset close the card's logical channels
 and secure channel sessions, as on a real card (ISO/IEC 7816-3 §6.2; GP CS v2.3.1 §6.4).
 The client reconnects while vpcd is not listening yet, and exits cleanly on SIGTERM / SIGINT.
+
+Test hook: with ``TESSERA_APDU_LOG=PATH`` in the environment, the hex of every C-APDU the card
+receives is appended to ``PATH``, one a line, before the card runs it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -52,8 +56,17 @@ def _send(sock: socket.socket, payload: bytes) -> None:
     sock.sendall(len(payload).to_bytes(2, "big") + payload)
 
 
+def _log_apdu(path: str, apdu: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, apdu.hex().upper().encode() + b"\n")
+    finally:
+        os.close(fd)
+
+
 def _session(card: SoftCard, sock: socket.socket, stop: threading.Event) -> None:
     sock.settimeout(0.5)
+    apdu_log = os.environ.get("TESSERA_APDU_LOG") or None
     while not stop.is_set():
         length = int.from_bytes(_recv_exact(sock, 2, stop), "big")
         payload = _recv_exact(sock, length, stop)
@@ -64,6 +77,8 @@ def _session(card: SoftCard, sock: socket.socket, stop: threading.Event) -> None
             elif code in (POWER_OFF, POWER_ON, RESET):
                 card.reset()
             continue
+        if apdu_log:
+            _log_apdu(apdu_log, payload)
         _send(sock, card.transmit(payload))
 
 
