@@ -15,6 +15,7 @@ from devices import batch, selectors, services
 from devices import forms as device_forms
 from devices import serializers as device_serializers
 from devices.models import Device, DeviceKind
+from jobs.views import device_jobs_context
 from keys import selectors as key_selectors
 from portal.errors import DomainError, ForbiddenError
 from portal.views import OrgScopedView
@@ -78,6 +79,7 @@ class DeviceDetailView(OrgScopedView):
                 "may_suspend": self.actor.on_behalf_of is None
                 and device.manufacturer_id == self.actor.org.pk
                 and self.actor.can(Action.DEVICES_MANAGE),
+                **device_jobs_context(self.actor, device),
             },
         )
 

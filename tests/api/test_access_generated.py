@@ -26,9 +26,9 @@ DETAIL_ROUTES = [r for r in ROUTES if len(r.params) > 1]
 
 # What a mandate of [audit.view, devices.view, sd.create] lets the grantee see on the grantor's
 # behalf, by the first path segment after <org>: the organisation itself, its devices and their
-# hardware, its audit trail. Everything else (members, invitations, mandates, contracts,
+# hardware, the jobs on them (jobs.view rides on devices.view), its audit trail. Everything else (members, invitations, mandates, contracts,
 # consents…) is never reachable on someone's behalf.
-MANDATE_COVERS = {"", "devices", "secure-elements", "security-domains", "audit"}
+MANDATE_COVERS = {"", "devices", "secure-elements", "security-domains", "jobs", "audit"}
 
 WRITE_METHODS = ("post", "put", "patch", "delete")
 

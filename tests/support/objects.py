@@ -72,6 +72,7 @@ def owner_objects(world: Any) -> OwnerObjects:
         actor=None, tag=AuditTag.DEVICE_REGISTER, target=world.device, concerns=[world.owner]
     )
     auditor_membership = world.owner.memberships.get(user=world.owner_auditor)
+    job = _owner_job(world)
     by_collection = {
         "members": auditor_membership.pk,
         "invitations": invitation.pk,
@@ -82,6 +83,7 @@ def owner_objects(world: Any) -> OwnerObjects:
         "secure-elements": world.se.pk,
         "security-domains": world.ssd.pk,
         "audit": event.seq,
+        "jobs": job.pk,
     }
     by_param = {
         "device": world.device.pk,
@@ -92,5 +94,24 @@ def owner_objects(world: Any) -> OwnerObjects:
         "sd": world.ssd.pk,
         "mandate": world.mandate.pk,
         "seq": event.seq,
+        "job": job.pk,
     }
     return OwnerObjects(by_collection=by_collection, by_param=by_param)
+
+
+def _owner_job(world: Any) -> Any:
+    """A job on the world's device that the owner sees as the SE issuer (it did not request it: the
+    provider read its own SD's status), written directly — the access tests need a row, not a run."""
+    from jobs.models import Job, JobKind, JobState
+
+    return Job.objects.create(
+        kind=JobKind.READ_STATUS,
+        state=JobState.QUEUED,
+        device=world.device,
+        secure_element=world.se,
+        target_sd=world.ssd,
+        target_aid=world.ssd.aid,
+        requested_by=world.provider,
+        beneficiary=world.provider,
+        params={"sd": world.ssd.aid},
+    )
