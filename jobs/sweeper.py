@@ -27,9 +27,11 @@ def sweep(now: Any = None) -> dict[str, Any]:
 
     now = now or timezone.now()
     counts = {"no_show": 0, "step_timeout": 0, "overall": 0, "advanced": 0, "reprocessed": 0, "marked": 0}
-    for job in Job.objects.filter(
-        state=JobState.QUEUED, no_show_deadline__lt=now, steps__isnull=True
-    ).distinct():
+    # No-show: nothing was ever handed to the device (its first step, compiled at once, is still
+    # waiting for a poll that never came).
+    for job in Job.objects.filter(state=JobState.QUEUED, no_show_deadline__lt=now).exclude(
+        steps__dispatched_at__isnull=False
+    ):
         if job_transition(
             job=job,
             to=JobState.TIMED_OUT,
