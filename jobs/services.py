@@ -382,6 +382,11 @@ def job_transition(
         if not updated:
             return False
         job.refresh_from_db()
+        if to in TERMINAL_STATES:
+            # A step compiled but never handed out must not reach the card of an ended job.
+            from jobs.models import JobStep, StepState
+
+            JobStep.objects.filter(job=job, state=StepState.READY).update(state=StepState.SUPERSEDED)
         audit_record(
             actor=actor,
             tag=AuditTag.JOB_STATE,
