@@ -16,7 +16,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views import View
@@ -214,3 +214,9 @@ class AuditView(OrgScopedView):
 
     def _empty(self) -> dict[str, Any]:
         return {"page": None, "rows": [], "tag": "", "tags": AuditTag.choices}
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """``GET /healthz``: the process answers (no database, no cache) — for load balancers, and the
+    bare-view ceiling ``bench/poll.py`` compares the agent endpoint with."""
+    return JsonResponse({"ok": True})
