@@ -37,7 +37,24 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import port_open, service_unavailable
+# Not from tests.conftest (which imports the Django models): bench/ uses this module without Django.
+REQUIRE_SERVICES = os.environ.get("TESSERA_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes", "on"}
+
+
+def service_unavailable(reason: str) -> None:
+    """Skip — or, under TESSERA_REQUIRE_SERVICES=1, fail (as tests.conftest.service_unavailable)."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -381,8 +398,10 @@ def _start_pcscd() -> tuple[subprocess.Popen[Any] | None, str]:
     return proc, ""
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextlib.contextmanager
+def start_stack(tmp: Path, **overrides: str) -> Iterator[Stack]:
+    """The whole stack in ``tmp`` (module docstring); ``overrides`` are extra environment values.
+    Used by the ``stack`` fixture and by ``bench/`` (which then runs without pytest)."""
     if not port_open(PG_HOST, PG_PORT):
         service_unavailable(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT}")
     redis_server = shutil.which("redis-server")
@@ -391,7 +410,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for tool in ("daphne", "celery"):
         if not (Path(sys.executable).parent / tool).exists():
             service_unavailable(f"{tool} is not installed in the virtualenv")
-    tmp = tmp_path_factory.mktemp("e2e")
     db_name = f"tessera_e2e_{os.getpid()}"
     try:
         _create_database(db_name)
@@ -419,6 +437,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TESSERA_AGENT_HOLD_MS": "1500",
         "TESSERA_SWEEP_SECONDS": "1",
         "LOG_LEVEL": "INFO",
+        **overrides,
     }
     stack = Stack(
         tmp=tmp,
@@ -470,10 +489,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stop_process(gw.vpcd)
         for name in ("beat", "daphne"):
             stop_process(stack.procs.get(name))
-        for name, proc in list(stack.procs.items()):
-            if name.startswith("worker"):
-                stop_process(proc)
         for proc in stack.procs.values():
             stop_process(proc)
         stop_process(pcscd)
         _drop_database(db_name)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with start_stack(tmp_path_factory.mktemp("e2e")) as running:
+        yield running

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import service_unavailable
-from tests.e2e.conftest import Stack, repeated_secured_apdus, state_changing
+from tests.e2e.conftest import Stack, repeated_secured_apdus, service_unavailable, state_changing
 from tests.e2e.helpers import card_state, db_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
