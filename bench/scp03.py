@@ -12,10 +12,11 @@ raw CMAC equivalents is computed within its round, against that round's raw CMAC
 4. the same session against the software SE through ``SoftCard.transmit`` (SELECT, INITIALIZE
    UPDATE, EXTERNAL AUTHENTICATE, five read-only commands: GET STATUS x2, GET DATA x3, all
    answering 9000), host side included: an in-memory card, and a card persisted in a file.
-   The persisted card writes (and fsyncs) its state once per session: INITIALIZE UPDATE steps
-   the key set's sequence counter (Amd D §6.2.2.1), which must survive a power loss; the
-   read-only commands write nothing.  Its figure is given with that write, and without it (the
-   time spent in ``storage.save`` subtracted) to show what the write alone costs.
+   INITIALIZE UPDATE steps the key set's sequence counter (Amd D §6.2.2.1), which must never
+   repeat, even across a power loss; the persisted card reserves ``COUNTER_RESERVATION`` values
+   per write (:mod:`gp.card.softcard`), so it writes (and fsyncs) its state once per that many
+   sessions, and the read-only commands write nothing.  Its figure is given with those writes,
+   and without them (the time spent in ``storage.save`` subtracted) to show what they cost.
 
 ``--clock cpu`` measures this process's CPU time instead of wall time: useful on a loaded machine
 (the figures then hardly depend on what else runs), but it leaves out the time a persisted card
@@ -42,6 +43,7 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 
 from gp import scp03
 from gp.card import SoftCard, storage
+from gp.card.softcard import COUNTER_RESERVATION
 from gp.scp03 import CardSession, HostSession, StaticKeys
 
 AID = bytes.fromhex("A000000151000000")
@@ -259,8 +261,8 @@ def main() -> None:
     print(f"soft card sessions via transmit, in memory:          {med['card']:12,.0f} /s")
     print(f"soft card sessions via transmit, persisted file:     {med['disk']:12,.0f} /s")
     print(
-        f"  state writes per persisted session: {statistics.median(writes_per_session):.2f} "
-        "(the sequence counter; read-only commands write nothing)"
+        f"  state writes per persisted session: {statistics.median(writes_per_session):.3f} "
+        f"(sequence counter reservations of {COUNTER_RESERVATION}; read-only commands write nothing)"
     )
     needed = med["raw"] / TARGET
     print(f"target rate (raw CMAC/s / {TARGET}):                     {needed:12,.0f} sessions/s")
@@ -269,7 +271,7 @@ def main() -> None:
         ("CMAC calls in one AES-128 level-33 session", float(cmacs[16]), "calls"),
         ("complete session, both sides (scp03)", cost["session"], "eq."),
         ("soft card session, in memory", cost["card"], "eq."),
-        ("soft card session, persisted (counter fsynced)", cost["disk"], "eq."),
+        ("soft card session, persisted (reservations fsynced)", cost["disk"], "eq."),
         ("soft card session, persisted, write excluded", cost["disk_nowrite"], "eq."),
     ]
     for label, value, unit in rows:

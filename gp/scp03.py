@@ -105,6 +105,10 @@ _ZERO_BLOCK = bytes(_BLOCK)
 _MAX_SEQUENCE_COUNTER = 0xFFFFFF
 _R_ENC_MARK = 0x80 << 120  # R-ENCRYPTION ICV: the counter block with its first byte set to 80
 _LOW_120 = (1 << 120) - 1
+# Mode objects are immutable parameters: one of each serves every context (building one validates
+# its IV, which costs about as much as a CMAC of a short message).
+_CBC_ZERO = modes.CBC(_ZERO_BLOCK)
+_ECB = modes.ECB()  # noqa: S305 - a building block only, see _Aes
 
 SW_OK = 0x9000
 SW_AUTH_FAILED = 0x6300
@@ -176,7 +180,7 @@ class _Aes:
         """
         ctx = self._cbc
         if ctx is None:
-            ctx = self._cbc = Cipher(self._algorithm, modes.CBC(_ZERO_BLOCK)).encryptor()
+            ctx = self._cbc = Cipher(self._algorithm, _CBC_ZERO).encryptor()
         out = ctx.update((icv_input ^ self._chain).to_bytes(_BLOCK, "big") + data)
         self._chain = int.from_bytes(out[-_BLOCK:], "big")
         return out[_BLOCK:]
@@ -188,14 +192,14 @@ class _Aes:
     def _icv(self, icv_input: int) -> bytes:
         ctx = self._cbc
         if ctx is None:
-            ctx = self._cbc = Cipher(self._algorithm, modes.CBC(_ZERO_BLOCK)).encryptor()
+            ctx = self._cbc = Cipher(self._algorithm, _CBC_ZERO).encryptor()
         out = ctx.update((icv_input ^ self._chain).to_bytes(_BLOCK, "big"))
         self._chain = int.from_bytes(out, "big")
         return out
 
     def encrypt_block(self, block: bytes) -> bytes:
         if self._ecb is None:
-            self._ecb = Cipher(self._algorithm, modes.ECB()).encryptor()  # noqa: S305 - see class docstring
+            self._ecb = Cipher(self._algorithm, _ECB).encryptor()  # noqa: S305 - see class docstring
         return self._ecb.update(block)
 
     def cbc_encrypt(self, iv: bytes, data: bytes) -> bytes:
@@ -214,7 +218,7 @@ class _Aes:
 
     def cbc_decrypt(self, iv: bytes, data: bytes) -> bytes:
         if self._ecb_dec is None:
-            self._ecb_dec = Cipher(self._algorithm, modes.ECB()).decryptor()  # noqa: S305 - see class docstring
+            self._ecb_dec = Cipher(self._algorithm, _ECB).decryptor()  # noqa: S305 - see class docstring
         decrypted = self._ecb_dec.update(data)
         mask = iv + data[:-_BLOCK]
         return (int.from_bytes(decrypted, "big") ^ int.from_bytes(mask, "big")).to_bytes(len(data), "big")

@@ -63,6 +63,8 @@ class SoftBackend:
         self.card.reset()
 
     def close(self) -> None:
+        if self._card is not None:
+            self._card.close()  # writes the exact sequence counters (gp.card.softcard: reservation)
         self._card = None
 
     def identifiers(self) -> dict[str, str]:

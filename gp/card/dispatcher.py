@@ -17,7 +17,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gp.apdu import CommandAPDU
+from gp.apdu import _CHAINED, _CHANNEL, _SECURE_MESSAGING, CommandAPDU
 from gp.card.sd import SW_OK, CardError, ChannelContext, process
 from gp.card.state import Application, CardState
 from gp.commands.get_data import CardRecognitionData
@@ -41,6 +41,10 @@ SW_FUNCTION = 0x6A81
 SW_P1P2 = 0x6A86
 SW_CONDITIONS = 0x6985
 SW_NOT_FOUND = 0x6A88
+# Instructions the dispatcher routes itself before the SD's session sees them: MANAGE CHANNEL,
+# SELECT, GET RESPONSE, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE (never on the fast path).
+_ROUTED = frozenset({0x70, 0xA4, 0xC0, 0x50, 0x82})
+_COUNTER_LIMIT = 0x1000000  # one past the largest 3-byte sequence counter
 
 
 @dataclass
@@ -73,13 +77,21 @@ def _sw(sw: int, data: bytes = b"") -> bytes:
 class Dispatcher:
     """Routes APDUs; holds the transient state (channels, sessions) of one powered-on card."""
 
-    def __init__(self, state: CardState) -> None:
+    fast_path = True  # tests turn it off to compare the shortcut in process() with the general path
+
+    def __init__(self, state: CardState, *, counter_reservation: int = 0) -> None:
         self.state = state
         self.channels: dict[int, Channel] = {}
         # Undo actions for the persistent changes a command makes outside the card content
         # management handlers (the sequence counter step of INITIALIZE UPDATE); the card replays
         # them, newest first, when the command fails or its write does, and clears the list.
         self.journal: list[Callable[[], None]] = []
+        # Sequence counter values an INITIALIZE UPDATE reserves when it reaches the key set's
+        # reservation (gp.card.softcard: persisted cards); 0: no reservation (in-memory cards).
+        self.counter_reservation = counter_reservation
+        # Set by a command whose journaled change must reach the disk before the card answers (a
+        # raised reservation); the card clears it before each command.
+        self.durable = False
         self.reset()
 
     # -- power / channels --
@@ -111,6 +123,26 @@ class Dispatcher:
     # -- entry point --
 
     def process(self, raw: bytes) -> bytes:
+        # Fast path: a short command with data (case 3 or 4), secure messaging in CLA, on a channel
+        # whose SD has an authenticated session: what the general path below does for it, minus
+        # the checks that cannot fail for it (parse, channel coding, extended length, chaining).
+        n = len(raw)
+        if n > 5 and self.fast_path:
+            lc = raw[4]
+            if lc and (n == 5 + lc or n == 6 + lc):
+                cla = raw[0]
+                ch = self.channels.get(_CHANNEL[cla])
+                if ch is not None and _SECURE_MESSAGING[cla] and not _CHAINED[cla] and raw[1] not in _ROUTED:
+                    session = ch.session
+                    selected = ch.selected
+                    if session is not None and session.authenticated and selected is not None:
+                        sd = self.state.applications.get(selected)
+                        if sd is not None and sd.is_security_domain:
+                            le = (raw[-1] or 256) if n == 6 + lc else None
+                            cmd = CommandAPDU._trusted(
+                                cla, raw[1], raw[2], raw[3], raw[5 : 5 + lc], le, False
+                            )
+                            return self._secured(ch, session, sd, cmd)
         try:
             cmd = CommandAPDU.parse(raw)
         except ParseError:
@@ -225,26 +257,34 @@ class Dispatcher:
             ch.end_session()  # anything but EXTERNAL AUTHENTICATE abandons the handshake
             session = None
         if session is not None:
-            try:
-                plain = session._unwrap(cmd)  # = parse(unwrap_command(raw)), without re-parsing
-            except SCP03Error as e:
-                ch.end_session()
-                return _sw(e.sw or 0x6982)
-            except GPError:
-                return _sw(SW_WRONG_LENGTH)
-        else:
-            if cmd.secure_messaging:
-                return _sw(0x6982)
-            plain = cmd
+            return self._secured(ch, session, sd, cmd)
+        if cmd.secure_messaging:
+            return _sw(0x6982)
         try:
-            # Only DELETE consults the applications selected on other channels.
-            selected = self.selected_aids(except_channel=ch.number) if plain.ins == 0xE4 else _NONE_SELECTED
-            data, sw = process(self.state, ch.ctx, sd, plain, selected)
+            data, sw = self._run(ch, sd, cmd)
         except CardError as e:
             data, sw = b"", e.sw
-        if session is not None:
-            return session.wrap_response(data, sw)
         return _sw(sw, data)
+
+    def _secured(self, ch: Channel, session: CardSession, sd: Application, cmd: CommandAPDU) -> bytes:
+        """A command on an authenticated session: unwrap, run, wrap the response (Amd D §6.2.4-7)."""
+        try:
+            plain = session._unwrap(cmd)  # = parse(unwrap_command(raw)), without re-parsing
+        except SCP03Error as e:
+            ch.end_session()
+            return _sw(e.sw or 0x6982)
+        except GPError:
+            return _sw(SW_WRONG_LENGTH)
+        try:
+            data, sw = self._run(ch, sd, plain)
+        except CardError as e:
+            data, sw = b"", e.sw
+        return session.wrap_response(data, sw)
+
+    def _run(self, ch: Channel, sd: Application, plain: CommandAPDU) -> tuple[bytes, int]:
+        # Only DELETE consults the applications selected on other channels.
+        selected = self.selected_aids(except_channel=ch.number) if plain.ins == 0xE4 else _NONE_SELECTED
+        return process(self.state, ch.ctx, sd, plain, selected)
 
     def _initialize_update(self, ch: Channel, sd: Application, cmd: CommandAPDU) -> bytes:
         ch.end_session()
@@ -280,6 +320,17 @@ class Dispatcher:
         except GPError:
             return _sw(0x6F00)
         keyset.sequence_counter = counter + 1
-        self.journal.append(lambda: setattr(keyset, "sequence_counter", counter))
+        reserved = keyset.reserved_until
+        if self.counter_reservation and counter >= reserved:
+            # The value about to be used is not covered by the reservation on disk: raise it
+            # first; the card writes it before answering (gp.card.softcard).
+            keyset.reserved_until = min(counter + self.counter_reservation, _COUNTER_LIMIT)
+            self.durable = True
+
+        def undo() -> None:
+            keyset.sequence_counter = counter
+            keyset.reserved_until = reserved
+
+        self.journal.append(undo)
         ch.session = session
         return _sw(SW_OK, data)

@@ -20,7 +20,39 @@ messaging, Amd D §6.2.4):
   STATUS, GET DATA, anything refused) leaves the persistent state alone except through the
   dispatcher's undo journal: INITIALIZE UPDATE records the sequence counter it increments
   (Amd D §6.2.2.1).  An error replays the journal; a success with an empty journal neither
-  serialises nor writes anything; a non-empty one (a counter step) is written like any change.
+  serialises nor writes anything; a counter step is written only when it raised a reservation.
+
+Sequence counter reservation (persisted cards).  Amd D §6.2.2.1 wants the counter to survive a
+power loss: a pseudo-random card challenge must never repeat, so a counter value must never be
+used twice.  Skipping values is allowed.  Instead of writing (and fsyncing) the whole state for
+every INITIALIZE UPDATE, the card reserves a window of :data:`COUNTER_RESERVATION` values:
+
+1. Each key set has a high-water mark ``reserved_until`` (:class:`~gp.card.state.KeySet`), written
+   in the card file as "resume here".  An INITIALIZE UPDATE whose counter ``c`` is below it steps
+   the counter in memory only: no write.
+2. When ``c`` reaches it, the card first raises it to ``min(c + COUNTER_RESERVATION, 2^24)``,
+   writes and fsyncs the state (:mod:`gp.card.storage`), and only then answers.  A failed write
+   undoes the step and the card answers ``6581``, as for any failed write.
+3. :meth:`SoftCard.open` resumes every key set at ``max(counter, reserved_until)`` of the file.
+   After a crash (kill, power loss: no :meth:`SoftCard.close`) the counter therefore jumps to the
+   reservation, skipping the unused values of the window (at most ``COUNTER_RESERVATION``) but
+   never repeating one: every value used was below the ``reserved_until`` already on disk.
+4. :meth:`SoftCard.close` — a clean shutdown — writes the exact counters and drops the
+   reservations, so the next :meth:`open` continues with no gap.  ``close`` is idempotent, writes
+   nothing when no reservation is outstanding, and leaves the object usable (the next
+   INITIALIZE UPDATE reserves again, with one write).
+5. Every full state write (card content management commands) records the live counters and the
+   reservations, so it never moves a resume point backwards.
+
+An in-memory card (``path`` None) has nothing to survive and does not reserve: its state, and
+``state_dict()``, carry the exact counters only.  Off-card entities that precompute scripts
+(:mod:`jobs.compiler`) see a jump after a crash as a sequence counter mismatch: the card refuses
+EXTERNAL AUTHENTICATE, reports the counter it used, and the retry is computed with it.
+
+The read-only answers GET STATUS and GET DATA (all but the sequence counter) are memoised in the
+state (:attr:`CardState.responses`); the card content management handlers empty the memo around
+every command (:func:`gp.card.sd.entry.process`), and a state restored from a snapshot starts with
+an empty one.
 """
 
 from __future__ import annotations
@@ -35,13 +67,14 @@ from gp.card import storage
 from gp.card.dispatcher import Dispatcher
 from gp.card.registry import RegistryView
 from gp.card.sd import SD_LOAD_FILE_AID, SD_MODULE_AID
+from gp.card.sd.entry import MUTATING_INS as _SD_MUTATING_INS
 from gp.card.state import Application, CardState, Key, KeySet, KeyStore, LoadFile
 from gp.commands.get_data import CPLC
 from gp.commands.types import AID, CardLifeCycle, KeyType, LifeCycle, Privileges
 from gp.errors import GPError
 from gp.scp03 import StaticKeys
 
-__all__ = ["ATR", "ISD_PRIVILEGES", "SoftCard"]
+__all__ = ["ATR", "COUNTER_RESERVATION", "ISD_PRIVILEGES", "SoftCard"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +111,16 @@ ISD_PRIVILEGES = (
 # INSTALL, LOAD, DELETE, PUT KEY, STORE DATA, SET STATUS: the only commands whose handlers edit
 # the registry or a key store (gp.card.sd); all others change at most a sequence counter, through
 # the dispatcher's undo journal.
-MUTATING_INS = frozenset({0xE6, 0xE8, 0xE4, 0xD8, 0xE2, 0xF0})
+MUTATING_INS = _SD_MUTATING_INS
+
+# Sequence counter values reserved per state write on a persisted card (module docstring): one
+# write + fsync (about 2 ms) per this many INITIALIZE UPDATEs, and at most this many values skipped
+# after a crash: 2^24 / 256 = 65536 crashes before the 3-byte counter runs out.
+COUNTER_RESERVATION = 256
+
+
+def _keysets(state: CardState) -> list[KeySet]:
+    return [ks for app in state.applications.values() for ks in app.keys.sets.values()]
 
 
 def _serialise(state: CardState) -> bytes:
@@ -95,7 +137,7 @@ class SoftCard:
         # The serialised committed state, or None when it has to be recomputed (it goes stale when
         # a journaled change — a sequence counter step — is committed in memory only).
         self._committed: bytes | None = _serialise(state)
-        self._dispatcher = Dispatcher(state)
+        self._dispatcher = Dispatcher(state, counter_reservation=COUNTER_RESERVATION if path else 0)
 
     # -- construction --
 
@@ -164,13 +206,49 @@ class SoftCard:
 
     @classmethod
     def open(cls, path: str, *, state_key: bytes | None = None) -> SoftCard:
+        """The card persisted in ``path``; every sequence counter resumes at its reservation.
+
+        After a clean :meth:`close` that is the exact counter; after a crash it is the high-water
+        mark the file holds, skipping the unused rest of the window (module docstring).
+        """
         key = storage.resolve_state_key(path, state_key)
         payload = storage.load(path, key)
         try:
             state = CardState.from_dict(json.loads(payload))
         except (ValueError, KeyError, TypeError) as e:
             raise storage.StorageError(f"{path}: card state does not decode: {e}") from None
+        for keyset in _keysets(state):
+            keyset.sequence_counter = keyset.resume_point()
         return cls(state, path=path, state_key=state_key)
+
+    def close(self) -> bool:
+        """Clean shutdown: write the exact sequence counters, dropping the reservations.
+
+        Then the next :meth:`open` continues at the exact counters, with no values skipped.
+        Writes nothing when no reservation is outstanding (or the card is in memory).  Idempotent;
+        the card stays usable (its next INITIALIZE UPDATE reserves again).  A failed write is
+        logged and keeps the reservations, which is safe: the card then resumes as after a crash.
+        Returns True when the file holds the exact counters.
+        """
+        if self._path is None:
+            return True
+        outstanding = [ks for ks in _keysets(self._state) if ks.reserved_until > ks.sequence_counter]
+        if not outstanding:
+            return True
+        saved = [(ks, ks.reserved_until) for ks in outstanding]
+        for ks in outstanding:
+            ks.reserved_until = ks.sequence_counter
+        if self._write(_serialise(self._state)):
+            return True
+        for ks, reserved in saved:
+            ks.reserved_until = reserved
+        return False
+
+    def __enter__(self) -> SoftCard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- the card interface --
 
@@ -183,10 +261,12 @@ class SoftCard:
         raw = bytes(apdu)
         if len(raw) >= 4 and raw[1] in MUTATING_INS:
             return self._transmit_snapshot(raw)
-        journal = self._dispatcher.journal
+        dispatcher = self._dispatcher
+        journal = dispatcher.journal
         journal.clear()
+        dispatcher.durable = False
         try:
-            response = self._dispatcher.process(raw)
+            response = dispatcher.process(raw)
         except Exception:  # a bug must not kill the reader loop: answer like a card would
             log.exception("soft card: unexpected error processing an APDU")
             self._undo(journal)
@@ -197,7 +277,9 @@ class SoftCard:
         if not is_success_or_warning(sw) and sw >> 8 != 0x61:
             self._undo(journal)
             return response
-        if self._path is None:
+        if self._path is None or not dispatcher.durable:
+            # A counter step inside its reservation (or on an in-memory card): kept in memory;
+            # the committed snapshot is stale now, so a later rollback must not restore it.
             self._committed = None
             journal.clear()
             return response
@@ -256,7 +338,12 @@ class SoftCard:
         return self._state.to_dict()
 
     def sequence_counter(self, sd_aid: bytes, kvn: int) -> int:
+        """The counter the next INITIALIZE UPDATE with that key set uses."""
         return self._state.applications[AID(sd_aid)].keys.sets[kvn].sequence_counter
+
+    def reserved_until(self, sd_aid: bytes, kvn: int) -> int:
+        """The key set's counter reservation (0 or <= the counter: none outstanding)."""
+        return self._state.applications[AID(sd_aid)].keys.sets[kvn].reserved_until
 
     # -- transactions --
 

@@ -11,6 +11,17 @@
 Everything here is plain data with ``to_dict`` / ``from_dict`` so the card can persist it and tests
 can compare a re-opened card with the live one.  Transient state (logical channels, secure channel
 sessions, a LOAD or STORE DATA in progress) lives in :mod:`gp.card.dispatcher`.
+
+Two transient members are not data and never serialised or compared:
+
+- :attr:`CardState.version` and :attr:`CardState.responses`: a memo of encoded read-only answers
+  (GET STATUS records, GET DATA objects) that depend on nothing but the state.  Every command that
+  may edit the registry or a key store calls :meth:`CardState.changed` before it runs (and after),
+  which bumps ``version`` and empties the memo; a state rebuilt from a snapshot starts with an
+  empty one.  Sequence counters are deliberately outside it: they move with every INITIALIZE
+  UPDATE, and the one answer that shows them (GET DATA ``C1``) is never memoised.
+- :attr:`KeySet.reserved_until`: the sequence counter high-water mark of a persisted card, see
+  :class:`KeySet`.
 """
 
 from __future__ import annotations
@@ -65,9 +76,20 @@ class Key:
 
 @dataclass
 class KeySet:
+    """One key set and its SCP03 sequence counter (Amd D v1.2 §6.2.2.1).
+
+    ``sequence_counter`` is the value the next INITIALIZE UPDATE uses.  ``reserved_until`` is the
+    counter reservation of a persisted card (:mod:`gp.card.softcard`): every value below it may be
+    used without writing the card file, because the file already says "resume at
+    ``reserved_until``".  It is serialised (``"reserved"``) only while a reservation is outstanding
+    (``reserved_until > sequence_counter``), so in-memory cards and cleanly closed ones serialise
+    exactly as before; :meth:`resume_point` is where a card re-opened from that data continues.
+    """
+
     kvn: int
     keys: dict[int, Key] = field(default_factory=dict)
     sequence_counter: int = INITIAL_SEQUENCE_COUNTER
+    reserved_until: int = 0
 
     # The StaticKeys last built and the (type, value) of the keys it was built from: INITIALIZE
     # UPDATE asks for them every session, and building one primes two cipher contexts.
@@ -94,17 +116,24 @@ class KeySet:
             return None
         return StaticKeys(enc, mac, dek)
 
+    def resume_point(self) -> int:
+        """The first counter value a card re-opened from this data may use: never one used before."""
+        return max(self.sequence_counter, self.reserved_until)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "kvn": self.kvn,
             "counter": self.sequence_counter,
             "keys": [k.to_dict() for k in self.keys.values()],
         }
+        if self.reserved_until > self.sequence_counter:
+            d["reserved"] = self.reserved_until
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KeySet:
         keys = [Key.from_dict(k) for k in d["keys"]]
-        return cls(d["kvn"], {k.kid: k for k in keys}, d["counter"])
+        return cls(d["kvn"], {k.kid: k for k in keys}, d["counter"], d.get("reserved", 0))
 
 
 @dataclass
@@ -250,6 +279,14 @@ class CardState:
     load_files: dict[AID, LoadFile] = field(default_factory=dict)
     confirmation_counter: int = 0
     memory_capacity: int = 256 * 1024
+    # Transient, see the module docstring: bumped by changed(); the memo of read-only answers.
+    version: int = field(default=0, init=False, repr=False, compare=False)
+    responses: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def changed(self) -> None:
+        """Called around every command that may edit the state: invalidates :attr:`responses`."""
+        self.version += 1
+        self.responses.clear()
 
     @property
     def isd(self) -> Application:

@@ -129,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    serve(card, host=args.host, port=args.port, stop=stop)
+    try:
+        serve(card, host=args.host, port=args.port, stop=stop)
+    finally:
+        card.close()  # a clean stop: the exact sequence counters, no reservation left on disk
     log.info("stopped")
     return 0
 

@@ -142,4 +142,23 @@ def test_transmit_never_raises_and_the_disk_matches_memory(tmp_path_factory, apd
             rsp = card.transmit(apdu)
         assert isinstance(rsp, bytes) and len(rsp) >= 2
         assert len(rsp) <= 258
+    # a crash now: the disk holds everything but the counters, which resume at or above the live ones
+    crashed = SoftCard.open(path).state_dict()
+    live = card.state_dict()
+    assert _without_counters(crashed) == _without_counters(live)
+    assert all(c >= n for c, n in zip(_counters(crashed), _counters(live), strict=True))
+    # a clean close: the disk matches memory exactly
+    assert card.close()
     assert SoftCard.open(path).state_dict() == card.state_dict()
+
+
+def _counters(state: dict) -> list[int]:
+    return [ks["counter"] for a in state["applications"] for ks in a["keys"]]
+
+
+def _without_counters(state: dict) -> dict:
+    apps = [
+        {**a, "keys": [{k: v for k, v in ks.items() if k not in ("counter", "reserved")} for ks in a["keys"]]}
+        for a in state["applications"]
+    ]
+    return {**state, "applications": apps}

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from gp import tlv
 from gp.apdu import CommandAPDU, split_short
 from gp.card import SoftCard, storage
+from gp.card.softcard import COUNTER_RESERVATION
 from gp.commands import GetStatus, InstallForInstall, StatusScope
 from gp.commands.status import RegistryEntry
 from gp.commands.types import AID, LifeCycle, Privileges
@@ -158,20 +159,24 @@ def _count_saves(monkeypatch) -> list[str]:
     return calls
 
 
-def test_a_read_only_session_writes_once_for_its_sequence_counter(tmp_path, monkeypatch):
+def test_read_only_sessions_write_once_per_counter_reservation(tmp_path, monkeypatch):
     path = str(tmp_path / "card.se")
     card = new_card(path)
     saves = _count_saves(monkeypatch)
     counter = card.sequence_counter(ISD, ISD_KVN)
-    for _ in range(3):
+    sessions = COUNTER_RESERVATION + 3
+    for _ in range(sessions):
         t = Terminal(card).open(level=0x33)  # SELECT, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE
         for apdu in READ_ONLY:
             t.ok(apdu)
         assert t.send(bytes.fromhex("80CA00FE00")).sw == 0x6A88  # refused: nothing to restore
         t.select(ISD)
-    assert len(saves) == 3  # one per INITIALIZE UPDATE
-    assert card.sequence_counter(ISD, ISD_KVN) == counter + 3
+    assert len(saves) == 2  # the first INITIALIZE UPDATE and the one that used up the reservation
+    assert card.sequence_counter(ISD, ISD_KVN) == counter + sessions
+    assert card.reserved_until(ISD, ISD_KVN) == counter + 2 * COUNTER_RESERVATION
+    assert card.close() and len(saves) == 3
     assert SoftCard.open(path).state_dict() == card.state_dict()
+    assert card.close() and len(saves) == 3  # nothing outstanding: nothing written
 
 
 def test_an_in_memory_card_keeps_the_counter_and_still_rolls_back_edits():
@@ -197,3 +202,45 @@ def test_put_key_replaces_the_cached_static_keys(tmp_path):
     keyset.keys[2].value = bytes(16)  # edited in place: the cache must notice
     assert keyset.scp03() is not first and keyset.scp03().mac == bytes(16)
     assert first is not None and first.enc == ISD_KEYS.enc
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    level=st.sampled_from([0x01, 0x03, 0x13, 0x33]),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(READ_ONLY + [bytes.fromhex("80CA00FE00"), bytes.fromhex("00CA006600")]),
+            st.sampled_from(["as is", "flip", "truncate", "extend", "plain cla"]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_the_dispatcher_shortcut_answers_like_the_general_path(level, steps):
+    challenge = os.urandom(8)
+    cards, hosts = [], []
+    for fast in (True, False):
+        card = new_card(None, sequence_counter=9, serial=b"\x01\x02\x03\x04")
+        card._dispatcher.fast_path = fast
+        t = Terminal(card)
+        t.select(ISD)
+        host = HostSession(ISD_KEYS, security_level=level, host_challenge=challenge, key_version=ISD_KVN)
+        rsp = card.transmit(host.initialize_update())
+        assert card.transmit(host.external_authenticate(rsp[:-2])) == b"\x90\x00"
+        cards.append(card)
+        hosts.append(host)
+    for command, how in steps:
+        wrapped = [h.wrap(command) for h in hosts]
+        assert wrapped[0] == wrapped[1]
+        apdu = bytearray(wrapped[0])
+        if how == "flip":
+            apdu[-2] ^= 0x01
+        elif how == "truncate":
+            apdu = apdu[:-1]
+        elif how == "extend":
+            apdu += b"\x00\x00"
+        elif how == "plain cla":
+            apdu[0] &= 0xF3
+        answers = [c.transmit(bytes(apdu)) for c in cards]
+        assert answers[0] == answers[1]
+    assert cards[0].state_dict() == cards[1].state_dict()

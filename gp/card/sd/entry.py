@@ -8,7 +8,7 @@ hands over to the handler module of the instruction.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Callable, Set
 
 from gp.apdu import CommandAPDU
 from gp.card.sd.common import (
@@ -33,6 +33,72 @@ from gp.card.state import (
 from gp.commands.types import AID, CardLifeCycle
 
 _PROPRIETARY_ONLY = frozenset({0xE6, 0xE8, 0xE4, 0xD8, 0xE2, 0xF2, 0xF0})
+# The handlers that may edit the registry or a key store (SoftCard.MUTATING_INS is the same set):
+# each runs between two CardState.changed() calls, which empty the memo of read-only answers.
+MUTATING_INS = frozenset({0xE6, 0xE8, 0xE4, 0xD8, 0xE2, 0xF0})
+
+
+def _run_install(
+    state: CardState, ctx: ChannelContext, sd: Application, cmd: CommandAPDU, selected: Set[AID]
+) -> tuple[bytes, int]:
+    return _install(state, ctx, sd, cmd), SW_OK
+
+
+def _run_load(
+    state: CardState, ctx: ChannelContext, sd: Application, cmd: CommandAPDU, selected: Set[AID]
+) -> tuple[bytes, int]:
+    return _load(state, ctx, sd, cmd), SW_OK
+
+
+def _run_delete(
+    state: CardState, ctx: ChannelContext, sd: Application, cmd: CommandAPDU, selected: Set[AID]
+) -> tuple[bytes, int]:
+    return _delete(state, ctx, sd, cmd, selected), SW_OK
+
+
+def _run_put_key(
+    state: CardState, ctx: ChannelContext, sd: Application, cmd: CommandAPDU, selected: Set[AID]
+) -> tuple[bytes, int]:
+    return _put_key(state, ctx, sd, cmd), SW_OK
+
+
+def _run_store_data(
+    state: CardState, ctx: ChannelContext, sd: Application, cmd: CommandAPDU, selected: Set[AID]
+) -> tuple[bytes, int]:
+    return _store_data(state, ctx, sd, cmd), SW_OK
+
+
+def _run_get_status(
+    state: CardState, ctx: ChannelContext, sd: Application, cmd: CommandAPDU, selected: Set[AID]
+) -> tuple[bytes, int]:
+    return _get_status(state, ctx, sd, cmd)
+
+
+def _run_set_status(
+    state: CardState, ctx: ChannelContext, sd: Application, cmd: CommandAPDU, selected: Set[AID]
+) -> tuple[bytes, int]:
+    return _set_status(state, ctx, sd, cmd), SW_OK
+
+
+def _run_get_data(
+    state: CardState, ctx: ChannelContext, sd: Application, cmd: CommandAPDU, selected: Set[AID]
+) -> tuple[bytes, int]:
+    return _get_data(state, sd, cmd), SW_OK
+
+
+Handler = Callable[[CardState, ChannelContext, Application, CommandAPDU, Set[AID]], tuple[bytes, int]]
+
+# The flat dispatch table: INS -> handler (the class byte is checked by process()).
+HANDLERS: dict[int, Handler] = {
+    0xE6: _run_install,
+    0xE8: _run_load,
+    0xE4: _run_delete,
+    0xD8: _run_put_key,
+    0xE2: _run_store_data,
+    0xF2: _run_get_status,
+    0xF0: _run_set_status,
+    0xCA: _run_get_data,
+}
 
 
 def process(
@@ -44,7 +110,7 @@ def process(
     (GP CS v2.3.1 §7.3.2); a LOAD sequence ends with anything but LOAD (§11.6.2).
     """
     insb = cmd.ins
-    if insb not in (0xE2, 0xD8):
+    if insb != 0xE2 and insb != 0xD8:
         ctx.perso_target = None
         ctx.store_next_block = 0
     if insb != 0xE8:
@@ -53,22 +119,15 @@ def process(
         ctx.status_pending = None
     if state.life_cycle is CardLifeCycle.TERMINATED and insb != 0xCA:
         raise CardError(SW_CONDITIONS, "card terminated")
-    if insb in _PROPRIETARY_ONLY and not cmd.is_proprietary:
+    handler = HANDLERS.get(insb)
+    if handler is None:
+        raise CardError(SW_INS, f"instruction {insb:02X} not supported")
+    if insb in _PROPRIETARY_ONLY and not cmd.cla & 0x80:
         raise CardError(0x6E00, "GP command with an interindustry class")
-    if insb == 0xE6:
-        return _install(state, ctx, sd, cmd), SW_OK
-    if insb == 0xE8:
-        return _load(state, ctx, sd, cmd), SW_OK
-    if insb == 0xE4:
-        return _delete(state, ctx, sd, cmd, selected), SW_OK
-    if insb == 0xD8:
-        return _put_key(state, ctx, sd, cmd), SW_OK
-    if insb == 0xE2:
-        return _store_data(state, ctx, sd, cmd), SW_OK
-    if insb == 0xF2:
-        return _get_status(state, ctx, sd, cmd)
-    if insb == 0xF0:
-        return _set_status(state, ctx, sd, cmd), SW_OK
-    if insb == 0xCA:
-        return _get_data(state, sd, cmd), SW_OK
-    raise CardError(SW_INS, f"instruction {insb:02X} not supported")
+    if insb not in MUTATING_INS:
+        return handler(state, ctx, sd, cmd, selected)
+    state.changed()
+    try:
+        return handler(state, ctx, sd, cmd, selected)
+    finally:
+        state.changed()

@@ -42,6 +42,22 @@ def _cplc_tlv(cplc: bytes) -> bytes:
 
 
 def _get_data(state: CardState, sd: Application, cmd: CommandAPDU) -> bytes:
+    """GET DATA; every answer but the sequence counter (``C1``, stepped by each INITIALIZE UPDATE)
+    depends on the state and the acting SD only and is memoised in ``state.responses``, which
+    every mutating command empties (:meth:`CardState.changed`)."""
+    if cmd.data:
+        return _answer(state, sd, cmd)  # refused: GET DATA takes no command data
+    tag = (cmd.p1 << 8) | cmd.p2
+    if tag == TAG_SEQUENCE_COUNTER:
+        return _answer(state, sd, cmd)
+    key = (0xCA, sd.aid, tag)
+    memo = state.responses.get(key)
+    if memo is None:
+        memo = state.responses[key] = _answer(state, sd, cmd)
+    return memo
+
+
+def _answer(state: CardState, sd: Application, cmd: CommandAPDU) -> bytes:
     try:
         gd = GetData.from_apdu(cmd)
     except ParseError as e:
