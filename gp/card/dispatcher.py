@@ -213,16 +213,24 @@ class Dispatcher:
             return _sw(SW_P1P2)
         if len(cmd.data) > 16:
             return _sw(SW_WRONG_LENGTH)
-        target = self._find(
-            cmd.data or self.state.isd_aid, next_after=ch.selected if cmd.p2 == 0x02 else None
-        )
-        if target is None:
-            return _sw(SW_NOT_FOUND_APP)
+        # SELECT by name, first occurrence: the target and the answer depend on the state only
+        # (registry order, life cycles, i parameter), memoised like GET STATUS (CardState.responses).
+        key = (0xA4, cmd.data) if cmd.p2 == 0x00 else None
+        memo = self.state.responses.get(key) if key is not None else None
+        if memo is None:
+            target = self._find(
+                cmd.data or self.state.isd_aid, next_after=ch.selected if cmd.p2 == 0x02 else None
+            )
+            if target is None:
+                return _sw(SW_NOT_FOUND_APP)
+            fci = _fci(target.aid, self.state.i_param if target.is_security_domain else None)
+            locked = self.state.life_cycle in (CardLifeCycle.CARD_LOCKED, CardLifeCycle.TERMINATED)
+            memo = (target.aid, _sw(SW_WARNING_LOCKED if locked else SW_OK, fci))
+            if key is not None:
+                self.state.responses[key] = memo
         ch.end_session()
-        ch.selected = target.aid
-        fci = _fci(target.aid, self.state.i_param if target.is_security_domain else None)
-        locked = self.state.life_cycle in (CardLifeCycle.CARD_LOCKED, CardLifeCycle.TERMINATED)
-        return _sw(SW_WARNING_LOCKED if locked else SW_OK, fci)
+        ch.selected = memo[0]
+        return memo[1]
 
     def _find(self, prefix: bytes, *, next_after: AID | None) -> Application | None:
         candidates = [

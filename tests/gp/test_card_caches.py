@@ -93,12 +93,18 @@ def test_every_mutation_shows_in_the_next_get_status_and_get_data():
     assert bytes(SSD) in apps(isd)
     assert live(isd) == fresh_answers(card)
 
-    # SET STATUS: the SSD shows locked, then unlocked
+    # SET STATUS: the SSD shows locked (and is no longer selectable), then unlocked
+    other = Terminal(card, channel=1)
+    assert Terminal(card).raw(bytes.fromhex("0070000001")).data == b"\x01"
+    assert other.select(SSD).sw == 0x9000  # memoised SELECT answer
     isd.ok(SetStatus.lock(SSD).to_apdu())
     assert apps(isd)[bytes(SSD)].locked
+    assert other.select(SSD).sw == 0x6A82
     assert live(isd) == fresh_answers(card)
     isd.ok(SetStatus.unlock(SSD).to_apdu())
     assert not apps(isd)[bytes(SSD)].locked
+    assert other.select(SSD).sw == 0x9000
+    assert Terminal(card).raw(bytes.fromhex("0070800100")).sw == 0x9000  # close it: DELETE comes
 
     # PUT KEY: a new ISD key set appears in the key information template
     before = parse_key_information(isd.ok(GetData(0xE0).to_apdu()))
