@@ -52,7 +52,7 @@ from jobs.compiler.session import (
 )
 from jobs.effects import apply_effects
 from jobs.models import Job, JobState, JobStep, ScriptMode, StepState
-from jobs.services import job_transition
+from jobs.services import job_audience, job_transition
 from keys import selectors as key_selectors
 from keys import services as key_services
 from keys.vault import vault_open, vault_seal
@@ -181,6 +181,8 @@ def _specs(job: Job) -> list[S.StepSpec]:
 
 
 def _spec_for_step(job: Job, name: str) -> S.StepSpec:
+    if name == S.REPERSONALIZE:
+        return S.repersonalize_spec(job.params, _isd(job).aid)
     if name.startswith(RECONCILE_PREFIX):
         original = next(s for s in _specs(job) if s.name == name[len(RECONCILE_PREFIX) :])
         return S.StepSpec(name, original.sd_aid, original.keys_from, lambda c: P.read_status())
@@ -188,7 +190,7 @@ def _spec_for_step(job: Job, name: str) -> S.StepSpec:
 
 
 def _item_id(job: Job, index: int, attempt: int, phase: str, name: str) -> str:
-    tag = "r" if name.startswith(RECONCILE_PREFIX) else "s"
+    tag = "r" if name.startswith(RECONCILE_PREFIX) else ("p" if name == S.REPERSONALIZE else "s")
     return f"{job.id}.{index}{tag}.{attempt}.{phase}"
 
 
@@ -258,6 +260,8 @@ def job_advance(job_id: Any) -> JobStep | None:
         pending_reconcile = job.result.get("reconcile")
         if pending_reconcile:
             spec = _spec_for_step(job, RECONCILE_PREFIX + pending_reconcile)
+        elif job.result.get("repersonalize"):
+            spec = _spec_for_step(job, S.REPERSONALIZE)
         elif job.step_index >= len(specs):
             _succeed(job)
             return None
@@ -413,6 +417,8 @@ def _interpret(job: Job, step: JobStep) -> None:
         step.state = StepState.INTERRUPTED
         step.outcome = {"error": str(exc)[:300]}
         step.save(update_fields=["state", "outcome"])
+        if _keys_missing(job, step):
+            return
         _reconcile_then_retry(job, step, f"responses could not be verified ({exc})")
         return
     _record_counter(job, step, outcome.next_sequence_counter)
@@ -430,6 +436,13 @@ def _interpret(job: Job, step: JobStep) -> None:
     if step.name.startswith(RECONCILE_PREFIX):
         _after_reconcile(job, step, spec, outcome)
         return
+    if status == "completed" and outcome.completed and step.name == S.REPERSONALIZE:
+        step.state = StepState.COMPLETED
+        step.save(update_fields=["state", "outcome"])
+        job.result = {k: v for k, v in job.result.items() if k != "repersonalize"}
+        job.save(update_fields=["result"])
+        _continue(job)  # back to verify_new_keys, the same step index
+        return
     if status == "completed" and outcome.completed:
         step.state = StepState.COMPLETED
         step.save(update_fields=["state", "outcome"])
@@ -445,6 +458,8 @@ def _interpret(job: Job, step: JobStep) -> None:
         return
     step.state = StepState.FAILED
     step.save(update_fields=["state", "outcome"])
+    if _keys_missing(job, step):
+        return
     if outcome.failed_sw is not None:
         job_transition(
             job=job,
@@ -484,7 +499,38 @@ def _interpret_open(job: Job, step: JobStep) -> None:
     transaction.on_commit(lambda: mark_has_work(job.device_id))
 
 
+def _keys_missing(job: Job, step: JobStep) -> bool:
+    """After an interruption left a new SD on the card whose keys we could not confirm, a failed
+    session with the new keys means PUT KEY never ran: personalise the SD again, then verify."""
+    if step.name != "verify_new_keys" or not job.result.get("keys_uncertain"):
+        return False
+    result = {k: v for k, v in job.result.items() if k != "keys_uncertain"}
+    result["repersonalize"] = True
+    job.result = result
+    job.save(update_fields=["result"])
+    audit_record(
+        actor=None,
+        tag=AuditTag.JOB_STEP,
+        target=job,
+        details={"step": step.name, "repersonalize": True},
+        concerns=job_audience(job),
+    )
+    job_transition(job=job, to=JobState.QUEUED, reason="the new SD has no keys yet; loading them again")
+    _continue(job)
+    return True
+
+
 def _reconcile_then_retry(job: Job, step: JobStep, reason: str) -> None:
+    if job.attempts + 1 >= job.max_attempts + 2:
+        job_transition(
+            job=job,
+            to=JobState.FAILED,
+            reason=f"{reason}; giving up after repeated reconciliation",
+            error_code="reconcile_exhausted",
+        )
+        return
+    job.attempts += 1
+    job.save(update_fields=["attempts"])
     result = dict(job.result)
     result["reconcile"] = step.name
     job.result = result
@@ -516,6 +562,11 @@ def _after_reconcile(job: Job, step: JobStep, spec: S.StepSpec, outcome: ScriptO
     job.result = result
     job.save(update_fields=["result"])
     if original.done(inventory, ctx):
+        if original.name == "install_sd":
+            # The SD is listed, but whether PUT KEY ran is invisible to the ISD: verify decides.
+            result["keys_uncertain"] = True
+            job.result = result
+            job.save(update_fields=["result"])
         apply_effects(job, original, None, inventory=inventory)
         job.step_index += 1
         job.save(update_fields=["step_index"])

@@ -75,6 +75,28 @@ def privileges_from_names(names: list[str]) -> Privileges:
     return value
 
 
+REPERSONALIZE = "repersonalize_sd"
+
+
+def repersonalize_spec(params: dict[str, Any], isd_aid: str) -> StepSpec:
+    """INSTALL [for personalization] + PUT KEY of a new SD that exists on the card without keys
+    (an agent died between INSTALL [for install] and PUT KEY): the install step minus its first
+    command, which already ran."""
+    aid = params["aid"]
+
+    def build(c: StepContext) -> list[PayloadCommand]:
+        full = P.create_security_domain(
+            isd_keys=c.isd_keys,
+            ssd_aid=_b(aid),
+            privileges=privileges_from_names(c.params["privileges"]),
+            new_keys=c.new_keys,
+            new_kvn=c.new_kvn,
+        )
+        return full[1:]  # full[0] is INSTALL [for install and make selectable]
+
+    return StepSpec(REPERSONALIZE, isd_aid, "isd", build)
+
+
 def plan_for(kind: str, params: dict[str, Any], isd_aid: str) -> list[StepSpec]:
     """The steps of a job of ``kind`` (ordered)."""
     if kind == "create_security_domain":

@@ -88,17 +88,9 @@ def _card_matches_database(stack: Stack, gw: Gateway) -> dict[str, Any]:
 # --- (a) the agent dies in the middle of a script -------------------------------------------------
 
 
-HALF_MADE_SD = pytest.mark.xfail(
-    strict=True,
-    reason="jobs.steps install_sd: reconciliation takes 'the SD is listed' for 'the step happened', but "
-    "an SD created by INSTALL [for install] before PUT KEY ran has no keys, so verify_new_keys then "
-    "fails 6A88 (engine bug, reported to the lead)",
-)
-
-
 @pytest.mark.parametrize(
     "crash",
-    [pytest.param("E6:1", marks=HALF_MADE_SD, id="after-install"), pytest.param("D8:1", id="after-put-key")],
+    [pytest.param("E6:1", id="after-install"), pytest.param("D8:1", id="after-put-key")],
 )
 def test_an_agent_killed_mid_script_restarts_and_the_job_ends_once_after_reconciliation(
     stack: Stack, crash: str
