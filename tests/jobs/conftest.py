@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 
 from tests import factories as f
 from tests.jobs.gateway import ISD_AID, Gateway
@@ -27,14 +26,18 @@ class JobWorld:
 
 
 @pytest.fixture
-def jobworld(transactional_db: Any, settings: Any) -> JobWorld:
+def jobworld(transactional_db: Any, settings: Any, monkeypatch: Any) -> JobWorld:
     from devices.services import device_register
     from keys.services import secure_element_enrol
+    from portal.celery import app
     from tenants.access import Actor
     from tenants.models import Mandate, MemberRole, OrgRole
 
     settings.TESSERA_AGENT_HOLD_MS = 0
-    cache.clear()
+    # In process: tasks run eagerly even when REDIS_URL is set (CI); no worker shares this test DB.
+    # (The cache is not cleared: on CI it is the shared Redis. Every world has fresh ids anyway.)
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    monkeypatch.setitem(app.conf, "task_eager_propagates", True)
     sei = f.OrganisationFactory(slug="sei", roles=[OrgRole.SE_ISSUER, OrgRole.DEVICE_MANUFACTURER])
     tsm = f.OrganisationFactory(slug="tsm", roles=[OrgRole.TSM])
     provider = f.OrganisationFactory(slug="supplier", roles=[OrgRole.SERVICE_PROVIDER])
