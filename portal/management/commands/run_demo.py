@@ -83,9 +83,9 @@ class Command(BaseCommand):
         from devices.identity import forget_identity
         from devices.models import Device
         from devices.services import identity_key_id
-        from keys.services import keyset_import
-        from keys.selectors import active_keyset
         from gp.scp03 import StaticKeys
+        from keys.selectors import active_keyset
+        from keys.services import keyset_import
         from tenants.access import Actor
         from tenants.models import MemberRole
 
