@@ -107,7 +107,7 @@ def _next_kvn(job: Job) -> int:
     current = key_selectors.active_keyset(sd) if sd is not None else None
     if current is None:
         return 0x30
-    return 0x30 + (current.kvn - 0x30 + 1) % 0x40 if 0x30 <= current.kvn < 0x6F else 0x30
+    return current.kvn + 1 if 0x30 <= current.kvn < 0x6F else 0x30
 
 
 def _isd(job: Job) -> SecurityDomain:

@@ -19,7 +19,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from agent.protocol import Command, ExchangeRequest, ExchangeResponse, WorkItem, WorkResult
+from agent.protocol import KIND_APDU_SCRIPT, Command, ExchangeRequest, ExchangeResponse, WorkItem, WorkResult
 from audit.models import AuditTag
 from audit.services import audit_record
 from jobs.engine import has_work_key
@@ -34,8 +34,12 @@ def poll_delay() -> float:
     return round(base * random.uniform(0.9, 1.1), 3)  # noqa: S311 - jitter, not crypto
 
 
+def _last_seen_key(device_id: Any) -> str:
+    return f"tessera:agent:lastseen:{device_id}"
+
+
 def touch_last_seen(device_id: str) -> None:
-    cache.set(f"tessera:agent:lastseen:{device_id}", time.time(), timeout=None)
+    cache.set(_last_seen_key(device_id), time.time(), timeout=None)
 
 
 def record_results(device_id: str, results: tuple[WorkResult, ...]) -> list[str]:
@@ -103,7 +107,7 @@ def collect_work(device_id: str, *, limit: int = 8) -> list[WorkItem]:
                 WorkItem(
                     item=step.item_id,
                     job=str(job.id),
-                    kind="apdu_script",
+                    kind=KIND_APDU_SCRIPT,
                     channel=int(step.session.get("channel", 0)),
                     commands=tuple(
                         Command(apdu=bytes.fromhex(c["apdu"]), expect=tuple(c["expect"]))
@@ -137,12 +141,8 @@ def flush_last_seen(device_ids: list[Any]) -> int:
 
     from devices.models import Device
 
-    keys = {f"tessera:agent:lastseen:{d}": d for d in device_ids}
+    keys = {_last_seen_key(d): d for d in device_ids}
     found = cache.get_many(list(keys))
     for key, ts in found.items():
         Device.objects.filter(pk=keys[key]).update(last_seen_at=datetime.fromtimestamp(ts, tz=UTC))
     return len(found)
-
-
-def last_seen(device_id: Any) -> float | None:
-    return cache.get(f"tessera:agent:lastseen:{device_id}")
