@@ -8,19 +8,18 @@ once the job's page is open, so the page can only learn of the progress over its
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.test_roles import CHROMIUM, CHROMIUM_ARGS, PASSWORD, ROOT, SHOTS, free_port, log_in, shot
-from tests.conftest import port_open, service_unavailable
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, ROOT, SHOTS, embedded_portal
+from tests.browser.test_roles import log_in, shot
+from tests.conftest import service_unavailable
 
 pytestmark = pytest.mark.browser
 
@@ -56,54 +55,15 @@ class Portal:
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: Any) -> Iterator[Portal]:
-    from shutil import which
-
-    if not (Path(CHROMIUM).exists() or which(CHROMIUM)):
-        service_unavailable(f"Chromium not found at {CHROMIUM}")
     var = tmp_path_factory.mktemp("var")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update(
-        DJANGO_SETTINGS_MODULE="portal.settings",
-        DEBUG="1",
-        SESSION_COOKIE_SECURE="0",
-        TESSERA_VAR_DIR=str(var),
-        TESSERA_DEMO_PASSWORD=PASSWORD,
-        TESSERA_AGENT_HOLD_MS="200",
-        LOG_LEVEL="WARNING",
-    )
-    for command in (
-        ["migrate", "--no-input", "-v0"],
-        ["seed_demo"],
-        ["run_demo", "--prepare-only", "--port", str(port)],
-    ):
-        subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True
-        )
-    log = (var / "daphne.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    running = Portal(f"http://127.0.0.1:{port}", var, env)
-    try:
-        deadline = time.monotonic() + 30
-        while not port_open("127.0.0.1", port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("daphne did not start:\n" + (var / "daphne.log").read_text()[-3000:])
-            time.sleep(0.2)
+    with embedded_portal(
+        var,
+        extra_env={"TESSERA_AGENT_HOLD_MS": "200"},
+        prepare=lambda port: [["run_demo", "--prepare-only", "--port", str(port)]],
+    ) as (url, env, children):
+        running = Portal(url, var, env)
+        running.agents = children  # stopped with the server
         yield running
-    finally:
-        for proc in [*running.agents, server]:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

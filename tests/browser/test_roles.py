@@ -7,87 +7,23 @@ in-memory channel layer) with the demo data of ``seed_demo``. Screenshots go to
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import port_open, service_unavailable
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, SHOTS, embedded_portal
+from tests.conftest import service_unavailable
 
 pytestmark = pytest.mark.browser
-
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PASSWORD = "tessera-demo"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: Any) -> Iterator[str]:
     """``manage.py migrate`` + ``seed_demo`` on a fresh var dir, then daphne on a free port."""
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        service_unavailable(f"Chromium not found at {CHROMIUM}")
-    var = tmp_path_factory.mktemp("var")
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update(
-        DJANGO_SETTINGS_MODULE="portal.settings",
-        DEBUG="1",
-        SESSION_COOKIE_SECURE="0",
-        TESSERA_VAR_DIR=str(var),
-        TESSERA_DEMO_PASSWORD=PASSWORD,
-        LOG_LEVEL="WARNING",
-    )
-    for command in (["migrate", "--no-input", "-v0"], ["seed_demo"]):
-        subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True
-        )
-    port = free_port()
-    log = (var / "daphne.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not port_open("127.0.0.1", port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("daphne did not start:\n" + (var / "daphne.log").read_text()[-3000:])
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with embedded_portal(tmp_path_factory.mktemp("var")) as (url, _env, _children):
+        yield url
 
 
 @pytest.fixture(scope="module")
