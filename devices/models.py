@@ -53,7 +53,11 @@ class Device(models.Model):
     se_issuer_slug = models.CharField(max_length=50, blank=True)
     se_serial = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=DeviceStatus.choices, default=DeviceStatus.ACTIVE)
-    intended_end_of_service = models.DateField(null=True, blank=True)
+    end_of_service = models.DateField(
+        null=True,
+        blank=True,
+        help_text="Intended end of service: key sets should stay strong enough until then (keys.policy)",
+    )
     last_seen_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
