@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from audit.models import AuditTag
 from audit.services import audit_record
@@ -20,6 +21,7 @@ from devices.models import Device, SecureElement, SecurityDomain
 from gp.scp03 import StaticKeys, kcv
 from keys.errors import KeysError, KeySetConflict, VaultError
 from keys.models import KeySet, KeySetStatus
+from keys.policy import default_crypto_period_end
 from keys.vault import vault_open, vault_seal
 from portal.errors import NotFoundError
 from tenants.access import Action, Actor, require
@@ -118,6 +120,7 @@ def _create(
         raise KeysError("A new key set is 'pending' or 'active'.", fields={"status": ["Invalid."]})
     keyset_id = uuid.uuid4()
     kcvs = {name: kcv(getattr(keys, name)).hex().upper() for name in ("enc", "mac", "dek")}
+    created_at = timezone.now()
     try:
         with transaction.atomic():
             sealed = vault_seal(
@@ -136,6 +139,8 @@ def _create(
                 status=status,
                 sequence_counter=sequence_counter,
                 i_param=i_param,
+                created_at=created_at,
+                crypto_period_end=default_crypto_period_end(created_at),
             )
             audit_record(
                 actor=actor,
@@ -146,6 +151,7 @@ def _create(
                     "kvn": kvn,
                     "scp": keyset.scp,
                     "key_length": keys.key_length,
+                    "crypto_period_end": keyset.crypto_period_end.isoformat(),
                     "status": status,
                     "kcv": kcvs,
                 },
