@@ -7,12 +7,21 @@
    another organisation's row, or to another purpose, fails to open.
 3. ``vault_shred`` destroys the wrapped data key: every blob of that organisation is gone for good.
 
-The master key backend is chosen by configuration (``TESSERA_VAULT_BACKEND``, a dotted path to a
-factory returning a ``MasterKeyBackend``). The default, ``keys.vault.local_backend``, reads the key
-from ``TESSERA_VAULT_MASTER_KEY`` (base64 of 32 bytes) or from the file
+The master key backend is chosen by configuration (``TESSERA_VAULT_BACKEND``: ``local``,
+``pkcs11``, or a dotted path to a factory returning a ``MasterKeyBackend``). ``local`` reads the
+key from ``TESSERA_VAULT_MASTER_KEY`` (base64 of 32 bytes) or from the file
 ``TESSERA_VAULT_MASTER_KEY_FILE`` (default ``$TESSERA_VAR_DIR/vault-master.key``), which the
-embedded default generates with mode 0600 on first use. A PKCS#11 backend (issue 5) implements
-the same three members with a non-extractable token key.
+embedded default generates with mode 0600 on first use. ``pkcs11`` (``keys.pkcs11``) keeps it as
+a non-extractable AES-256 key in a PKCS#11 token (``TESSERA_PKCS11_*``).
+
+Changing the master key (``manage.py vault_rewrap``): the new key is configured *next to* the
+current one with ``TESSERA_VAULT_NEW_BACKEND`` (``local`` or ``pkcs11``) and its variables under
+``TESSERA_VAULT_NEW_`` (``TESSERA_VAULT_NEW_MASTER_KEY[_FILE]``, ``TESSERA_VAULT_NEW_PKCS11_*``).
+While both are configured every process opens a data key under whichever of the two its row
+names (``OrgDataKey.master_key_id``) and wraps fresh data keys under the new one, so the
+transition converges; the command rewraps one organisation per transaction and can be killed
+and run again at any point. Afterwards the new key becomes ``TESSERA_VAULT_BACKEND`` and the
+``TESSERA_VAULT_NEW_*`` variables go.
 
 Unwrapped data keys live in process memory only, in a small LRU with a short time-to-live; a
 shred in another process is therefore honoured here within ``CACHE_TTL_SECONDS`` at the latest.
@@ -30,6 +39,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 from uuid import UUID
@@ -45,6 +55,13 @@ from keys.errors import VaultConfigurationError, VaultError
 
 MASTER_KEY_ENV = "TESSERA_VAULT_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "TESSERA_VAULT_MASTER_KEY_FILE"
+NEW_MASTER_KEY_ENV = "TESSERA_VAULT_NEW_MASTER_KEY"
+NEW_MASTER_KEY_FILE_ENV = "TESSERA_VAULT_NEW_MASTER_KEY_FILE"
+# TESSERA_VAULT_BACKEND / TESSERA_VAULT_NEW_BACKEND names: the current key's factory, the new key's
+BACKENDS = {
+    "local": ("keys.vault.local_backend", "keys.vault.new_local_backend"),
+    "pkcs11": ("keys.pkcs11.pkcs11_backend", "keys.pkcs11.new_pkcs11_backend"),
+}
 BLOB_VERSION = b"\x01"
 NONCE_BYTES = 12
 CACHE_SIZE = 256
@@ -127,11 +144,11 @@ def _generate_key_file(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _read_key_file(path: Path) -> bytes:
+def _read_key_file(path: Path, var: str = MASTER_KEY_FILE_ENV) -> bytes:
     try:
         mode = path.stat().st_mode
         if not stat.S_ISREG(mode):
-            raise VaultConfigurationError(f"{MASTER_KEY_FILE_ENV} {path} is not a regular file")
+            raise VaultConfigurationError(f"{var} {path} is not a regular file")
         if mode & 0o077:
             raise VaultConfigurationError(
                 f"the vault master key file {path} is readable by other users (mode {stat.S_IMODE(mode):03o}); "
@@ -176,24 +193,88 @@ def local_backend() -> LocalMasterKey:
     return LocalMasterKey(_read_key_file(path))
 
 
+def new_local_backend() -> LocalMasterKey:
+    """A rewrap's target: ``TESSERA_VAULT_NEW_MASTER_KEY`` or ``…_FILE`` (never generated)."""
+    raw = os.environ.get(NEW_MASTER_KEY_ENV, "")
+    if raw.strip():
+        return LocalMasterKey(_decode_master_key(raw, NEW_MASTER_KEY_ENV))
+    path = os.environ.get(NEW_MASTER_KEY_FILE_ENV, "").strip()
+    if not path:
+        raise VaultConfigurationError(
+            f"TESSERA_VAULT_NEW_BACKEND=local needs {NEW_MASTER_KEY_ENV} (base64 of 32 bytes) or "
+            f"{NEW_MASTER_KEY_FILE_ENV} (a file holding one, mode 0600)"
+        )
+    return LocalMasterKey(_read_key_file(Path(path), NEW_MASTER_KEY_FILE_ENV))
+
+
+def _factory_path(setting: str, value: str, *, new: bool) -> str:
+    if value in BACKENDS:
+        return BACKENDS[value][1 if new else 0]
+    if "." in value:
+        return value
+    raise VaultConfigurationError(
+        f"{setting}={value!r}: use one of {', '.join(sorted(BACKENDS))} (or a dotted path to a backend factory)"
+    )
+
+
+def _build(setting: str, value: str, *, new: bool) -> MasterKeyBackend:
+    path = _factory_path(setting, value, new=new)
+    try:
+        factory = import_string(path)
+    except ImportError:
+        raise VaultConfigurationError(f"{setting}={value!r} names no importable factory") from None
+    return factory()
+
+
+def backend_for(kind: str, *, new: bool = False) -> MasterKeyBackend:
+    """A backend of ``kind`` (``local``/``pkcs11``/dotted path) from the current or the ``NEW_`` variables."""
+    return _build("TESSERA_VAULT_NEW_BACKEND" if new else "TESSERA_VAULT_BACKEND", kind, new=new)
+
+
 _backend_lock = threading.Lock()
 _backend: MasterKeyBackend | None = None
+_new_backend: MasterKeyBackend | None = None
+_new_loaded = False
+
+
+def _current_setting() -> str:
+    return (getattr(settings, "TESSERA_VAULT_BACKEND", "") or "local").strip()
+
+
+def _new_setting() -> str:
+    return (getattr(settings, "TESSERA_VAULT_NEW_BACKEND", "") or "").strip()
 
 
 def master_key_backend() -> MasterKeyBackend:
-    """The configured backend, built once per process."""
+    """The configured backend (``TESSERA_VAULT_BACKEND``), built once per process."""
     global _backend
     with _backend_lock:
         if _backend is None:
-            path = getattr(settings, "TESSERA_VAULT_BACKEND", "keys.vault.local_backend")
-            try:
-                factory = import_string(path)
-            except ImportError:
-                raise VaultConfigurationError(
-                    f"TESSERA_VAULT_BACKEND={path!r} names no importable factory"
-                ) from None
-            _backend = factory()
+            _backend = _build("TESSERA_VAULT_BACKEND", _current_setting(), new=False)
         return _backend
+
+
+def new_master_key_backend() -> MasterKeyBackend | None:
+    """The master key being moved to (``TESSERA_VAULT_NEW_BACKEND``), or None outside a rewrap."""
+    global _new_backend, _new_loaded
+    with _backend_lock:
+        if not _new_loaded:
+            kind = _new_setting()
+            _new_backend = _build("TESSERA_VAULT_NEW_BACKEND", kind, new=True) if kind else None
+            _new_loaded = True
+        return _new_backend
+
+
+def _backend_named(key_id: str) -> MasterKeyBackend | None:
+    for backend in (master_key_backend(), new_master_key_backend()):
+        if backend is not None and backend.key_id == key_id:
+            return backend
+    return None
+
+
+def _wrapping_backend() -> MasterKeyBackend:
+    """Fresh data keys go under the new key while one is configured, so a rewrap converges."""
+    return new_master_key_backend() or master_key_backend()
 
 
 def vault_check_configuration() -> None:
@@ -210,16 +291,19 @@ def vault_check_configuration() -> None:
         or explicit
         or path.exists()
         or _may_generate()
-        or settings.TESSERA_VAULT_BACKEND != ("keys.vault.local_backend")
+        or _current_setting() not in ("local", "keys.vault.local_backend")
     ):
         master_key_backend()
+    new_master_key_backend()
 
 
 def vault_reset() -> None:
-    """Forget the backend and every cached data key (tests; a master key rotation)."""
-    global _backend
+    """Forget the backends and every cached data key (tests; a master key rotation)."""
+    global _backend, _new_backend, _new_loaded
     with _backend_lock:
         _backend = None
+        _new_backend = None
+        _new_loaded = False
     _cache.clear()
 
 
@@ -286,11 +370,11 @@ def _data_key(org_id: UUID, *, create: bool) -> bytes:
     cached = _cache.get(org_id)
     if cached is not None:
         return cached
-    backend = master_key_backend()
     row = OrgDataKey.objects.filter(org_id=org_id).first()
     if row is None:
         if not create:
             raise VaultError("Nothing was ever sealed for this organisation.")
+        backend = _wrapping_backend()
         fresh = os.urandom(32)
         try:
             with transaction.atomic():
@@ -304,8 +388,12 @@ def _data_key(org_id: UUID, *, create: bool) -> bytes:
             row = OrgDataKey.objects.get(org_id=org_id)
     if row.shredded_at is not None or not row.wrapped:
         raise VaultError("This organisation's data key was shredded; its sealed material is gone.")
-    if row.master_key_id != backend.key_id:
-        raise VaultError("This organisation's data key is wrapped by another master key; configure that key.")
+    backend = _backend_named(row.master_key_id)
+    if backend is None:
+        raise VaultError(
+            f"This organisation's data key is wrapped by another master key ({row.master_key_id}); configure "
+            "that key (TESSERA_VAULT_BACKEND, or TESSERA_VAULT_NEW_BACKEND during a rewrap)."
+        )
     key = backend.unwrap(bytes(row.wrapped), aad=_wrap_aad(org_id))
     _cache.put(org_id, key)
     return key
@@ -368,3 +456,78 @@ def vault_shred(*, org_id: UUID | str) -> bool:
     _cache.drop(oid)
     transaction.on_commit(lambda: _cache.drop(oid))
     return bool(done)
+
+
+# --- rewrapping to a new master key (manage.py vault_rewrap) -----------------------------------
+
+
+class RewrapOutcome:
+    REWRAPPED = "rewrapped"
+    WOULD_REWRAP = "would-rewrap"  # --dry-run: unwrapped and wrapped, not written
+    ALREADY = "already"  # under the target key (a resumed run)
+    SHREDDED = "shredded"
+    GONE = "gone"
+    UNKNOWN_KEY = "unknown-key"  # wrapped by a key that is neither the current nor the target
+    FAILED = "failed"  # the source key did not open it
+
+
+def vault_rewrap_pending(*, target_key_id: str) -> list[UUID]:
+    """Organisations whose live data key is not (yet) wrapped by ``target_key_id``, in a stable order."""
+    from keys.models import OrgDataKey
+
+    return list(
+        OrgDataKey.objects.filter(shredded_at__isnull=True)
+        .exclude(master_key_id=target_key_id)
+        .order_by("org_id")
+        .values_list("org_id", flat=True)
+    )
+
+
+def vault_rewrap_one(
+    *,
+    org_id: UUID | str,
+    target: MasterKeyBackend,
+    sources: list[MasterKeyBackend],
+    dry_run: bool = False,
+    before_commit: Callable[[], None] | None = None,
+) -> str:
+    """Rewrap one organisation's data key under ``target``, in one transaction; a ``RewrapOutcome``.
+
+    1. Lock the row; a shredded, vanished or already moved row needs nothing.
+    2. Unwrap it with the source named by the row's ``master_key_id``.
+    3. Wrap the same data key under ``target`` and unwrap that again (a token that wraps but
+       cannot unwrap must not eat a key), then write ``wrapped`` and ``master_key_id`` together,
+       only if the row still has the key id we read (compare-and-set).
+    The data key itself does not change, so sealed blobs and cached keys stay valid. Killed at
+    any point, the row is either wholly old or wholly new; running again picks up the rest.
+    """
+    from keys.models import OrgDataKey
+
+    oid = _uuid(org_id)
+    with transaction.atomic():
+        row = OrgDataKey.objects.select_for_update().filter(org_id=oid).first()
+        if row is None:
+            return RewrapOutcome.GONE
+        if row.shredded_at is not None or not row.wrapped:
+            return RewrapOutcome.SHREDDED
+        if row.master_key_id == target.key_id:
+            return RewrapOutcome.ALREADY
+        source = next((b for b in sources if b.key_id == row.master_key_id), None)
+        if source is None:
+            return RewrapOutcome.UNKNOWN_KEY
+        aad = _wrap_aad(oid)
+        try:
+            data_key = source.unwrap(bytes(row.wrapped), aad=aad)
+            wrapped = target.wrap(data_key, aad=aad)
+            if target.unwrap(wrapped, aad=aad) != data_key:
+                return RewrapOutcome.FAILED
+        except VaultError:
+            return RewrapOutcome.FAILED
+        if dry_run:
+            return RewrapOutcome.WOULD_REWRAP
+        done = OrgDataKey.objects.filter(
+            pk=row.pk, master_key_id=row.master_key_id, shredded_at__isnull=True
+        ).update(wrapped=wrapped, master_key_id=target.key_id)
+        if before_commit is not None:
+            before_commit()
+        return RewrapOutcome.REWRAPPED if done else RewrapOutcome.FAILED

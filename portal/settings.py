@@ -186,7 +186,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TESSERA_MAX_BODY_BYTES", 2 * 1024 * 1024,
 # --- Vault (DESIGN §6; keys.vault) ----------------------------------------------------------
 # The master key itself comes from TESSERA_VAULT_MASTER_KEY or TESSERA_VAULT_MASTER_KEY_FILE, read
 # by keys.vault (never kept in settings). The embedded default generates the file on first use.
-TESSERA_VAULT_BACKEND = env_str("TESSERA_VAULT_BACKEND", "keys.vault.local_backend")
+# "pkcs11": a non-extractable key in a token, from TESSERA_PKCS11_* (keys.pkcs11). During a rewrap
+# (manage.py vault_rewrap) TESSERA_VAULT_NEW_BACKEND names the new key, read from TESSERA_VAULT_NEW_*.
+TESSERA_VAULT_BACKEND = env_str("TESSERA_VAULT_BACKEND", "local").strip() or "local"
+TESSERA_VAULT_NEW_BACKEND = env_str("TESSERA_VAULT_NEW_BACKEND", "").strip()
 TESSERA_VAULT_GENERATE_KEY = env_bool("TESSERA_VAULT_GENERATE_KEY", EMBEDDED or DEBUG)
 
 # --- i18n / static --------------------------------------------------------------------------
