@@ -110,6 +110,9 @@ class SecureElement(models.Model):
     # The issuer's pairing claim: the device this SE sits in (devices.services, pairing rule).
     device_manufacturer_slug = models.CharField(max_length=50, blank=True)
     device_serial = models.CharField(max_length=64, blank=True)
+    # The CASD's key-agreement public key (generated inside the SE), from the supplier's batch;
+    # the Controlling Authority certifies it (keys.handover). Public, not secret.
+    casd_public_key = models.BinaryField(blank=True, default=b"", help_text="SubjectPublicKeyInfo, DER")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

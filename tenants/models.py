@@ -141,6 +141,7 @@ class MandateAction(models.TextChoices):
     APPS_MANAGE = "apps.manage", "Install, personalise and delete applications"
     STATUS_READ = "status.read", "Read card status"
     AUDIT_VIEW = "audit.view", "See the grantor's audit trail"
+    SE_SUPPLY = "se.supply", "Supply secure elements: upload manufacturing batches (ISD keys wrapped to us)"
 
 
 class Mandate(models.Model):
