@@ -102,6 +102,17 @@ def _new_keys_for(job: Job, length: int) -> tuple[StaticKeys, int]:
     return S.keys_from_json(json.dumps(secrets["new_keys"]).encode()), int(secrets["new_kvn"])
 
 
+def _new_key_length(job: Job) -> int:
+    """Bytes per key of the job's new key set: the requested ``key_length`` (job_request refuses a
+    rotation to a shorter one), else — a rotation requested before the parameter was recorded —
+    the current key set's length. The card takes a new KVN of another length (GPCS §11.8.2.1)."""
+    if "key_length" in job.params:
+        return int(job.params["key_length"])
+    sd = job.target_sd
+    current = key_selectors.active_keyset(sd) if job.kind == "rotate_keys" and sd is not None else None
+    return current.key_length if current is not None else 16
+
+
 def _next_kvn(job: Job) -> int:
     sd = job.target_sd
     current = key_selectors.active_keyset(sd) if sd is not None else None
@@ -136,8 +147,7 @@ def _context(job: Job, spec: S.StepSpec) -> tuple[S.StepContext, StaticKeys, int
         ctx.sd_keys = key_services.keyset_static_keys(keyset=session_keyset)
         ctx.sd_kvn = session_keyset.kvn
     if job.kind in ("create_security_domain", "rotate_keys"):
-        length = int(job.params.get("key_length", 16))
-        ctx.new_keys, ctx.new_kvn = _new_keys_for(job, length)
+        ctx.new_keys, ctx.new_kvn = _new_keys_for(job, _new_key_length(job))
         if job.kind == "rotate_keys" and ctx.sd_kvn is None:
             ctx.sd_kvn = _keyset_for(job, spec.sd_aid).kvn
     if spec.keys_from == S.NEW_KEYS:

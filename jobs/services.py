@@ -22,6 +22,7 @@ from devices.models import Device, SecurityDomain
 from jobs.compiler import demo_app as _demo
 from jobs.errors import InvalidJobRequest, JobConflict, JobNotAllowed
 from jobs.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobKind, JobState, ScriptMode
+from keys import selectors as key_selectors
 from portal.events import publish
 from tenants.access import Action, Actor, require
 from tenants.models import Mandate, MandateAction, Organisation, OrgStatus
@@ -259,9 +260,9 @@ def job_request(
     elif kind == JobKind.ROTATE_KEYS:
         sd = _sd_by_aid(device, _aid(params.get("sd", isd.aid), "sd"))
         clean["sd"] = sd.aid
-        clean["key_length"] = _key_length(params.get("key_length", 16))
         beneficiary = sd.owner
         _check_actor_may(actor, kind, on=sd.owner, beneficiary=sd.owner)
+        clean["key_length"] = _rotation_key_length(sd, params.get("key_length"))
         target_aid = sd.aid
         target_sd = sd
     elif kind in (JobKind.INSTALL_APPLICATION, JobKind.PERSONALIZE_APPLICATION, JobKind.DELETE_APPLICATION):
@@ -332,6 +333,22 @@ def _key_length(value: Any) -> int:
             "key_length must be 16, 24 or 32 (AES-128/192/256).", fields={"key_length": ["invalid"]}
         )
     return int(value)
+
+
+def _rotation_key_length(sd: SecurityDomain, value: Any) -> int:
+    """A rotation keeps the current key length (``None``) or moves to a longer one; never shorter."""
+    current = key_selectors.active_keyset(sd)
+    current_length = current.key_length if current is not None else 16
+    if value is None:
+        return current_length
+    length = _key_length(value)
+    if length < current_length:
+        raise InvalidJobRequest(
+            f"key_length {length} (AES-{8 * length}) is shorter than the current key set's "
+            f"{current_length} (AES-{8 * current_length}); a rotation never moves to a weaker key.",
+            fields={"key_length": ["downgrade"]},
+        )
+    return length
 
 
 def _kvn(value: Any) -> int:
