@@ -42,6 +42,10 @@ class AuditTag(models.TextChoices):
     JOB_STEP = "job:step", "Job step reported"
     JOB_CANCEL = "job:cancel", "Job canceled"
     INVENTORY_RECONCILE = "inventory:reconcile", "Card inventory reconciled"
+    CA_CREATE = "ca:create", "Certificate authority created"
+    CERTIFICATE_ISSUE = "certificate:issue", "Certificate issued"
+    CERTIFICATE_REVOKE = "certificate:revoke", "Certificate revoked"
+    CRL_PUBLISH = "crl:publish", "Revocation list published"
 
 
 class AuditEvent(models.Model):

@@ -93,3 +93,127 @@ class KeySet(models.Model):
     @property
     def kcvs(self) -> dict[str, str]:
         return {"enc": self.kcv_enc, "mac": self.kcv_mac, "dek": self.kcv_dek}
+
+
+# --- the Controlling Authority's certificate authority (issue 5 item 1) -----------------------
+
+
+class CAStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired"
+
+
+class CertificateAuthority(models.Model):
+    """A Controlling Authority's root: a P-256 key pair and its self-signed X.509 certificate.
+
+    The private key is never in a column in clear: ``sealed_private_key`` is the vault's blob for
+    ``ca-root:<id>`` in the owner's vault (``signer_ref`` = ``vault``), or empty when the key lives
+    in a token (``signer_ref`` = ``pkcs11:<label>``). ``kloc_id`` (hex) is the key's identifier
+    (SHA-1 of the public point, RFC 5280 §4.2.1.2 method 1): the X.509 subject/authority key
+    identifier and GlobalPlatform's CA-KLOC identifier (tag 42 of a ``7F21`` certificate).
+    The root certificate and the published CRL are public.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="certificate_authorities")
+    name = models.CharField(max_length=120)
+    status = models.CharField(max_length=16, choices=CAStatus.choices, default=CAStatus.ACTIVE)
+    signer_ref = models.CharField(max_length=200, default="vault")
+    sealed_private_key = models.BinaryField(blank=True, default=b"")
+    public_key = models.BinaryField(help_text="SubjectPublicKeyInfo, DER")
+    kloc_id = models.CharField(max_length=40, unique=True)
+    root_certificate = models.BinaryField(help_text="Self-signed X.509, DER")
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    crl = models.BinaryField(blank=True, default=b"", help_text="The published CRL, DER")
+    crl_number = models.PositiveBigIntegerField(default=0)
+    crl_next_update = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner"], condition=Q(status="active"), name="ca_one_active_per_owner"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CertificateKind(models.TextChoices):
+    CASD = "casd", "CASD (secure element key agreement)"
+    OCE = "oce", "Off-card entity"
+
+
+class RevocationReason(models.TextChoices):
+    """RFC 5280 §5.3.1 CRLReason values a Controlling Authority records."""
+
+    UNSPECIFIED = "unspecified", "Unspecified"
+    KEY_COMPROMISE = "key_compromise", "Key compromise"
+    AFFILIATION_CHANGED = "affiliation_changed", "Affiliation changed"
+    SUPERSEDED = "superseded", "Superseded"
+    CESSATION_OF_OPERATION = "cessation_of_operation", "Cessation of operation"
+    PRIVILEGE_WITHDRAWN = "privilege_withdrawn", "Privilege withdrawn"
+
+
+class Certificate(models.Model):
+    """A certificate the CA issued: a CASD's key-agreement key, or an off-card entity's key.
+
+    The CA never holds the matching private key: a CASD key is generated inside the SE, an OCE
+    key by the provider's tooling, which proves possession with a CSR.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    issuer = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="certificates")
+    kind = models.CharField(max_length=8, choices=CertificateKind.choices)
+    subject_org = models.ForeignKey(
+        Organisation, null=True, blank=True, on_delete=models.PROTECT, related_name="oce_certificates"
+    )
+    secure_element = models.ForeignKey(
+        "devices.SecureElement",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="casd_certificates",
+    )
+    serial = models.CharField(max_length=40, help_text="Serial number, lowercase hex")
+    subject = models.CharField(max_length=400, help_text="RFC 4514 subject")
+    public_key = models.BinaryField(help_text="SubjectPublicKeyInfo, DER")
+    der = models.BinaryField(help_text="X.509, DER")
+    gp_der = models.BinaryField(blank=True, default=b"", help_text="GlobalPlatform 7F21 form, when emitted")
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the DER, lowercase hex")
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=32, choices=RevocationReason.choices, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "serial"], name="certificate_serial_unique_per_ca"),
+            models.CheckConstraint(
+                condition=(Q(kind="casd", secure_element__isnull=False, subject_org__isnull=True))
+                | (Q(kind="oce", subject_org__isnull=False, secure_element__isnull=True)),
+                name="certificate_subject_matches_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} certificate {self.serial}"
+
+    def status_at(self, when: object = None) -> str:
+        now = when or timezone.now()
+        if self.revoked_at is not None:
+            return "revoked"
+        if now < self.not_before:  # type: ignore[operator]
+            return "not_yet_valid"
+        if now >= self.not_after:  # type: ignore[operator]
+            return "expired"
+        return "valid"
+
+    @property
+    def status(self) -> str:
+        return self.status_at()

@@ -54,6 +54,10 @@ class Action(enum.StrEnum):
     KEYS_MANAGE = "keys.manage"
     JOBS_VIEW = "jobs.view"
     JOBS_REQUEST = "jobs.request"
+    # Certificates the subject issued (as a CA) or holds (as an off-card entity); never on behalf.
+    CERTIFICATES_VIEW = "certificates.view"
+    # Requesting an OCE certificate; for a CA: creating its root, certifying, revoking.
+    CERTIFICATES_MANAGE = "certificates.manage"
 
 
 _VIEW = {
@@ -65,8 +69,9 @@ _VIEW = {
     Action.CONSENTS_VIEW,
     Action.AUDIT_VIEW,
     Action.JOBS_VIEW,
+    Action.CERTIFICATES_VIEW,
 }
-_OPERATE = {Action.JOBS_REQUEST, Action.DEVICES_MANAGE, Action.KEYS_MANAGE}
+_OPERATE = {Action.JOBS_REQUEST, Action.DEVICES_MANAGE, Action.KEYS_MANAGE, Action.CERTIFICATES_MANAGE}
 MEMBER_ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     MemberRole.AUDITOR: frozenset(_VIEW),
     MemberRole.OPERATOR: frozenset(_VIEW | _OPERATE),
