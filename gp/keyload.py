@@ -228,6 +228,39 @@ class BuiltPackage:
 # --- shared pieces ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Object:
+    """One data object read without looking inside its value (see :func:`_flat`)."""
+
+    tag: int
+    value: bytes
+    raw: bytes
+
+
+def _flat(data: bytes, what: str) -> list[_Object]:
+    """The top-level data objects of ``data``, values left unparsed.
+
+    Never a recursive BER parse: GP certificates carry context tags (``B0``, ``F0``) whose
+    "constructed" bit is set although their values are primitive.
+    """
+    out: list[_Object] = []
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            start = pos
+            if data[pos] in (0x00, 0xFF):
+                raise ParseError(f"byte {data[pos]:02X} cannot start a tag", offset=pos)
+            tag, pos = tlv._read_tag(data, pos, end)
+            length, pos = tlv._read_length(data, pos, end)
+            if length > end - pos:
+                raise ParseError(f"value of {length} bytes overruns the {end - pos} available", offset=pos)
+            out.append(_Object(tag, data[pos : pos + length], data[start : pos + length]))
+            pos += length
+    except ParseError as e:
+        raise KeyLoadError(MALFORMED, f"{what}: {e}") from None
+    return out
+
+
 def _lv(value: bytes) -> bytes:
     return bytes([len(value)]) + value
 
@@ -285,11 +318,9 @@ def encode_receipt_response(receipt: bytes) -> bytes:
 
 def parse_receipt_response(data: bytes) -> bytes:
     """The receipt from ``86 10 <receipt>``; anything else raises ``malformed``."""
-    try:
-        t = tlv.parse_one(bytes(data))
-    except ParseError as e:
-        raise KeyLoadError(MALFORMED, f"receipt response: {e}") from None
-    if t.tag != TAG_RECEIPT or len(t.value) != RECEIPT_LENGTH:
+    objects = _flat(bytes(data), "receipt response")
+    t = objects[0] if len(objects) == 1 else None
+    if t is None or t.tag != TAG_RECEIPT or len(t.value) != RECEIPT_LENGTH:
         raise KeyLoadError(MALFORMED, f"receipt response must be tag 86 with {RECEIPT_LENGTH} bytes")
     return t.value
 
@@ -299,11 +330,11 @@ def signature_input(raw: bytes) -> bytes:
 
     ``raw`` is a canonical package (signed or not yet: the signature object, last, is dropped).
     """
-    outer = tlv.parse_one(raw)
-    body = outer.value
-    if outer.children and outer.children[-1].tag == TAG_SIGNATURE:
-        body = body[: len(body) - len(outer.children[-1].encode())]
-    return tlv.encode_tag(TAG_PACKAGE) + body
+    (outer,) = _flat(raw, "package")
+    kids = _flat(outer.value, "package template")
+    if kids and kids[-1].tag == TAG_SIGNATURE:
+        kids = kids[:-1]
+    return tlv.encode_tag(TAG_PACKAGE) + b"".join(k.raw for k in kids)
 
 
 def ecdh_with(private_key: ec.EllipticCurvePrivateKey) -> Ecdh:
@@ -367,9 +398,11 @@ def _check_build_args(
         if not 1 <= len(cert) <= MAX_CERTIFICATE_LENGTH:
             raise UsageError(f"a certificate must be 1 to {MAX_CERTIFICATE_LENGTH} bytes")
         try:
-            tlv.parse_one(cert)
-        except ParseError as e:
-            raise UsageError(f"a certificate is not one DER/BER object: {e.problem}") from None
+            objects = _flat(bytes(cert), "certificate")
+        except KeyLoadError as e:
+            raise UsageError(f"a certificate is not one DER/BER object: {e.message}") from None
+        if len(objects) != 1 or objects[0].tag not in (0x30, 0x7F21):
+            raise UsageError("a certificate is one X.509 DER ('30') or GP ('7F21') object")
     try:
         leaf = gpcert.parse_certificate(bytes(oce_certificates[-1]))
     except GPError as e:
@@ -513,7 +546,7 @@ def _malformed(message: str) -> KeyLoadError:
     return KeyLoadError(MALFORMED, message)
 
 
-def _take(children: Sequence[tlv.TLV], index: int, tag: int, what: str) -> tlv.TLV:
+def _take(children: Sequence[_Object], index: int, tag: int, what: str) -> _Object:
     if index >= len(children):
         raise _malformed(f"{what} (tag {tag:X}) missing")
     t = children[index]
@@ -532,13 +565,13 @@ def parse_package(data: bytes) -> KeyLoadPackage:
     raw = bytes(data)
     if len(raw) > MAX_PACKAGE_LENGTH:
         raise _malformed(f"package of {len(raw)} bytes is over {MAX_PACKAGE_LENGTH}")
-    try:
-        outer = tlv.parse_one(raw)
-    except ParseError as e:
-        raise _malformed(str(e)) from None
+    top = _flat(raw, "package")
+    if len(top) != 1:
+        raise _malformed("a package is exactly one data object")
+    outer = top[0]
     if outer.tag != TAG_PACKAGE:
         raise _malformed(f"package template must be tag BF74, found {outer.tag:X}")
-    kids = outer.children
+    kids = _flat(outer.value, "package template")
     version_tlv = _take(kids, 0, TAG_VERSION, "format version")
     if len(version_tlv.value) != 1:
         raise _malformed("format version is one byte")
@@ -559,7 +592,7 @@ def parse_package(data: bytes) -> KeyLoadPackage:
     if counter == 0:
         raise _malformed("counter 0 is not allowed (counters start at 1)")
     key_set = _take(kids, 4, TAG_KEY_SET, "key set template")
-    ks = key_set.children
+    ks = _flat(key_set.value, "key set template")
     kvn_raw = _take(ks, 0, TAG_KVN, "KVN").value
     if len(kvn_raw) != 1 or not 0x01 <= kvn_raw[0] <= 0x7F:
         raise _malformed("KVN is one byte, 01 to 7F")
@@ -586,7 +619,9 @@ def parse_package(data: bytes) -> KeyLoadPackage:
     if len(wrapped) != 3 * key_length + 8:
         raise _malformed(f"encrypted key set must be {3 * key_length + 8} bytes for {key_length}-byte keys")
     chain = _take(kids, 7, TAG_CERTIFICATES, "certificate chain")
-    certs = tuple(c.encode() for c in chain.children)
+    certs = tuple(c.raw for c in _flat(chain.value, "certificate chain"))
+    if any(c[:1] != b"\x30" and c[:2] != b"\x7f\x21" for c in certs):
+        raise _malformed("a certificate is X.509 DER ('30') or GP ('7F21')")
     if not 1 <= len(certs) <= MAX_CERTIFICATES:
         raise _malformed(f"certificate chain holds 1 to {MAX_CERTIFICATES} certificates")
     if any(len(c) > MAX_CERTIFICATE_LENGTH for c in certs):
