@@ -33,6 +33,7 @@ class AuditTag(models.TextChoices):
     DEVICE_SUSPEND = "device:suspend", "Device suspended"
     DEVICE_REACTIVATE = "device:reactivate", "Device reactivated"
     DEVICE_PAIR = "device:pair", "Device paired with its secure element"
+    DEVICE_UPDATE = "device:update", "Device details changed"
     KEYSET_IMPORT = "keyset:import", "Key set imported"
     KEYSET_GENERATE = "keyset:generate", "Key set generated"
     KEYSET_STATUS = "keyset:status", "Key set status changed"
