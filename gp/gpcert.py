@@ -65,6 +65,7 @@ __all__ = [
     "GPCertificate",
     "curve_reference",
     "decode_point",
+    "check_certificate",
     "encode_point",
     "flat_tlvs",
     "parse_certificate",
@@ -472,6 +473,31 @@ def split_certificates(data: bytes) -> list[bytes]:
     return out
 
 
+def check_certificate(
+    info: CertInfo,
+    issuer_public_key: ec.EllipticCurvePublicKey,
+    *,
+    leaf: bool,
+    at: _dt.datetime | _dt.date | None = None,
+    revoked_serials: frozenset[bytes] | set[bytes] = frozenset(),
+    what: str = "certificate",
+) -> None:
+    """One link of a chain: signature by ``issuer_public_key``, dates, revocation, key usage
+    (key agreement for the ``leaf``, certificate signing otherwise).  Raises CertificateError."""
+    today = _today(at)
+    _verify_signature(issuer_public_key, info.signature, info.signed_data, what)
+    if info.not_before is not None and today < info.not_before:
+        raise CertificateError("not_yet_valid", f"{what} is valid from {info.not_before.isoformat()}")
+    if today > info.not_after:
+        raise CertificateError("expired", f"{what} expired on {info.not_after.isoformat()}")
+    if info.serial in revoked_serials:
+        raise CertificateError("revoked", f"{what} (serial {info.serial.hex().upper()}) is revoked")
+    if leaf and not info.key_agreement:
+        raise CertificateError("key_usage", f"{what} is the leaf and must be for key agreement")
+    if not leaf and not info.can_sign_certificates:
+        raise CertificateError("key_usage", f"{what} is not allowed to sign certificates")
+
+
 def verify_chain(
     certs: list[bytes],
     root_public_key: ec.EllipticCurvePublicKey,
@@ -494,18 +520,14 @@ def verify_chain(
         raise CertificateError("mixed_formats", "all certificates of a chain must share one format")
     issuer: ec.EllipticCurvePublicKey = root_public_key
     for n, info in enumerate(infos):
-        what = f"certificate {n + 1} of {len(infos)}"
-        _verify_signature(issuer, info.signature, info.signed_data, what)
-        if info.not_before is not None and today < info.not_before:
-            raise CertificateError("not_yet_valid", f"{what} is valid from {info.not_before.isoformat()}")
-        if today > info.not_after:
-            raise CertificateError("expired", f"{what} expired on {info.not_after.isoformat()}")
-        if info.serial in revoked_serials:
-            raise CertificateError("revoked", f"{what} (serial {info.serial.hex().upper()}) is revoked")
         leaf = n == len(infos) - 1
-        if leaf and not info.key_agreement:
-            raise CertificateError("key_usage", f"{what} is the leaf and must be for key agreement")
-        if not leaf and not info.can_sign_certificates:
-            raise CertificateError("key_usage", f"{what} is not allowed to sign certificates")
+        check_certificate(
+            info,
+            issuer,
+            leaf=leaf,
+            at=today,
+            revoked_serials=revoked_serials,
+            what=f"certificate {n + 1} of {len(infos)}",
+        )
         issuer = info.public_key
     return infos[-1]
