@@ -36,6 +36,7 @@ import hashlib
 import os
 import secrets
 import stat
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -277,6 +278,10 @@ def _wrapping_backend() -> MasterKeyBackend:
     return new_master_key_backend() or master_key_backend()
 
 
+# The command that creates the token's keys cannot demand that they exist already.
+_NO_STARTUP_CHECK = frozenset({"vault_pkcs11_init"})
+
+
 def vault_check_configuration() -> None:
     """At start-up: refuse a malformed or unreadable master key at once.
 
@@ -284,6 +289,8 @@ def vault_check_configuration() -> None:
     does not need the vault for most pages) and fails on the first seal or open with the same
     clear message.
     """
+    if len(sys.argv) > 1 and sys.argv[1] in _NO_STARTUP_CHECK:
+        return
     raw = os.environ.get(MASTER_KEY_ENV, "").strip()
     path, explicit = _key_file_path()
     if (
