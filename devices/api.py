@@ -24,17 +24,20 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from devices import batch, selectors, services
 from devices import serializers as s
-from devices.models import Device, SecureElement, SecurityDomain
+from devices.models import Device, SecureElement, SecureElementKind, SecurityDomain
+from gp.card.manufacture import BATCH_COLUMNS
+from keys import handover
 from keys import selectors as key_selectors
 from keys import services as key_services
 from keys.serializers import KeySetOut
-from portal.api import ON_BEHALF_PARAM, ListMixin, NoInput, OrgScopedAPIView
+from portal.api import ON_BEHALF_PARAM, ListMixin, NoInput, OrgScopedAPIView, StrictSerializer
 from tenants.access import Action, Actor, get_visible, visible_to
 
 
@@ -304,3 +307,161 @@ class SecurityDomainDetailView(OrgScopedAPIView):
             "key_sets_by_sd": key_sets_context(self.actor, [sd.pk]),
         }
         return Response(s.SecurityDomainOut(sd, context=ctx).data)
+
+
+# --- the SE supplier's manufacturing batch, and SE issuers' import keys (issue 5 item 6) ----------
+
+
+class SuppliedSecureElementIn(StrictSerializer):
+    """One row of an SE supplier's batch: the ISD keys arrive wrapped to the SE issuer's import key."""
+
+    serial = serializers.CharField(max_length=64)
+    kind = serializers.ChoiceField(choices=SecureElementKind.choices, default=SecureElementKind.SE)
+    cplc = serializers.CharField(max_length=128, required=False, allow_blank=True)
+    isd_aid = serializers.CharField(max_length=32)
+    kvn = serializers.IntegerField(min_value=1, max_value=0x7F)
+    i_param = serializers.IntegerField(min_value=0, max_value=0xFF, default=0x70)
+    sequence_counter = serializers.IntegerField(
+        min_value=0, max_value=0xFFFFFF, required=False, allow_null=True
+    )
+    wrapped_isd_keys = serializers.CharField(max_length=handover.MAX_WRAPPED_TEXT)
+    casd_public_key = serializers.CharField(
+        max_length=handover.MAX_PEM_CHARS, required=False, allow_blank=True
+    )
+    device_manufacturer = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    device_serial = serializers.CharField(max_length=64, required=False, allow_blank=True)
+
+
+class SupplyBatchIn(StrictSerializer):
+    issuer = serializers.SlugField(max_length=50)
+    secure_elements = serializers.ListField(child=serializers.JSONField(), allow_empty=False)
+
+
+def _supplied_csv_row(record: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = {k: v for k, v in record.items() if v != ""}
+    for k in ("kvn", "i_param", "sequence_counter"):
+        if k in row:
+            row[k] = batch.csv_int(row[k])
+    return row
+
+
+SUPPLY_BATCH = batch.BatchFormat(
+    list_key="secure_elements",
+    columns=BATCH_COLUMNS + ("kind",),
+    required_columns=("serial", "isd_aid", "kvn", "wrapped_isd_keys"),
+    from_csv=_supplied_csv_row,
+)
+
+
+class SupplyBatchView(OrgScopedAPIView):
+    """``POST supply-batches/``: an SE supplier uploads SEs it made for an SE issuer that named it.
+
+    JSON ``{"issuer": "<sei>", "secure_elements": [rows]}``, or multipart with the fields
+    ``issuer`` and ``file`` (CSV with the columns of ``gp.card.manufacture.BATCH_COLUMNS``, or the
+    JSON the manufacturing CLI prints). The per-row report of the other batches, each created row
+    with ``casd`` (certified, uncertified and why, or none). 404 for an issuer that did not name
+    the supplier with a ``se.supply`` mandate.
+    """
+
+    write_action = Action.DEVICES_MANAGE
+
+    @extend_schema(request=SupplyBatchIn, responses={200: dict})
+    def post(self, request: Request, org: str) -> Response:
+        if batch.too_large_body(request.META.get("CONTENT_LENGTH")):
+            raise batch.BatchTooLarge(
+                f"At most {batch.MAX_BATCH_BYTES // (1024 * 1024)} MiB per batch; split it."
+            )
+        if (request.content_type or "").startswith("multipart/form-data"):
+            issuer = request.data.get("issuer")
+            if not isinstance(issuer, str) or not issuer:
+                raise batch.BatchInvalid(
+                    "Name the SE issuer in the field 'issuer'.", fields={"issuer": ["Missing."]}
+                )
+            actor = handover.supply_mandate(actor=self.actor, issuer_slug=issuer)
+            rows = batch.rows_from_upload(request.FILES.get("file"), SUPPLY_BATCH)
+        else:
+            ser = SupplyBatchIn(data=request.data)
+            ser.is_valid(raise_exception=True)
+            actor = handover.supply_mandate(actor=self.actor, issuer_slug=ser.validated_data["issuer"])
+            rows = batch.check_row_count(ser.validated_data["secure_elements"])
+        casd: dict[str, Any] = {}
+
+        def handle(data: dict[str, Any]) -> Any:
+            done = handover.supplied_secure_element_enrol(actor=actor, **data)
+            casd[str(done.pk)] = done.casd
+            return done
+
+        report = batch.run_batch(rows, SuppliedSecureElementIn, handle)
+        for entry in report:
+            if "id" in entry:
+                entry["casd"] = casd.get(entry["id"])
+        summary = batch.report_summary(report)
+        if not summary["created"]:
+            raise batch.BatchInvalid(
+                f"No row of the batch was valid ({summary['failed']} refused); see the report in fields.rows.",
+                fields={"rows": report},
+            )
+        summary["issuer"] = actor.subject.slug
+        return Response(summary)
+
+
+def import_key_data(key: Any) -> dict[str, Any]:
+    return {
+        "fingerprint": key.fingerprint,
+        "public_key": handover.import_key_pem(key),
+        "status": key.status,
+        "created_at": key.created_at,
+        "superseded_at": key.superseded_at,
+        "retired_at": key.retired_at,
+    }
+
+
+class ImportKeyListView(OrgScopedAPIView):
+    """``GET import-keys/``: the SE issuer's import keys (public halves, states). ``POST``: rotate —
+    a new current key; the previous one keeps opening batches in flight until it is retired."""
+
+    write_action = Action.KEYS_MANAGE
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, org: str) -> Response:
+        return Response({"results": [import_key_data(k) for k in handover.import_keys_of(self.actor)]})
+
+    @extend_schema(request=NoInput, responses={201: dict})
+    def post(self, request: Request, org: str) -> Response:
+        NoInput(data=request.data).is_valid(raise_exception=True)
+        key = handover.import_key_rotate(actor=self.actor)
+        return Response(import_key_data(key), status=status.HTTP_201_CREATED)
+
+
+class ImportKeyRetireIn(StrictSerializer):
+    fingerprint = serializers.RegexField(r"^[0-9A-Fa-f]{64}$", max_length=64)
+
+
+class ImportKeyRetireView(OrgScopedAPIView):
+    """``POST import-keys/retire/`` {fingerprint}: destroy a retiring import key's private key."""
+
+    write_action = Action.KEYS_MANAGE
+
+    @extend_schema(request=ImportKeyRetireIn, responses={200: dict})
+    def post(self, request: Request, org: str) -> Response:
+        ser = ImportKeyRetireIn(data=request.data)
+        ser.is_valid(raise_exception=True)
+        key = handover.import_key_retire(actor=self.actor, fingerprint=ser.validated_data["fingerprint"])
+        return Response(import_key_data(key))
+
+
+class PublishedImportKeyView(APIView):
+    """``GET /api/v1/import-keys/<issuer>/``: an SE issuer's current import key, for its suppliers
+    to wrap ISD keys to (a public key: any authenticated caller may read it)."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, issuer: str) -> Response:
+        key = handover.published_import_key(issuer)
+        return Response(
+            {
+                "issuer": issuer,
+                "fingerprint": key.fingerprint,
+                "public_key": handover.import_key_pem(key),
+                "created_at": key.created_at,
+            }
+        )

@@ -346,6 +346,73 @@ def secure_element_register(
     require(actor, Action.DEVICES_MANAGE)
     if actor.on_behalf_of is not None or not actor.org.has_role(OrgRole.SE_ISSUER):
         raise DeviceError("Only an SE issuer registers secure elements, for itself.")
+    return _secure_element_create(
+        actor=actor,
+        issuer=actor.org,
+        supplier=supplier,
+        device=device,
+        serial=serial,
+        kind=kind,
+        isd_aid=isd_aid,
+        cplc=cplc,
+        device_manufacturer=device_manufacturer,
+        device_serial=device_serial,
+    )
+
+
+def secure_element_register_supplied(
+    *,
+    actor: Actor,
+    serial: str,
+    kind: str,
+    isd_aid: str,
+    casd_public_key: bytes = b"",
+    cplc: str = "",
+    device_manufacturer: str = "",
+    device_serial: str = "",
+) -> SecureElement:
+    """An SE supplier records an SE it made for an SE issuer, from its manufacturing batch.
+
+    Preconditions: ``actor`` is the supplier acting on behalf of the issuer under an active mandate
+    naming ``se.supply`` (``keys.handover.supply_mandate`` resolves it); ``casd_public_key`` is
+    the CASD's SubjectPublicKeyInfo (DER), already checked. Effects: as ``secure_element_register``
+    with the issuer as the SE's issuer and the supplier as its supplier; the issuer's pairing
+    claim comes from the supplier's row.
+    """
+    mandate = actor.mandate
+    if mandate is None or MandateAction.SE_SUPPLY not in mandate.actions or actor.on_behalf_of is None:
+        raise NotFoundError("No such SE issuer.")
+    if not actor.org.has_role(OrgRole.SE_SUPPLIER) or not actor.on_behalf_of.has_role(OrgRole.SE_ISSUER):
+        raise DeviceError("Only an SE supplier uploads secure elements, for an SE issuer that named it.")
+    return _secure_element_create(
+        actor=actor,
+        issuer=actor.on_behalf_of,
+        supplier=actor.org,
+        device=None,
+        serial=serial,
+        kind=kind,
+        isd_aid=isd_aid,
+        cplc=cplc,
+        device_manufacturer=device_manufacturer,
+        device_serial=device_serial,
+        casd_public_key=casd_public_key,
+    )
+
+
+def _secure_element_create(
+    *,
+    actor: Actor,
+    issuer: Organisation,
+    supplier: Organisation | None,
+    device: Device | None,
+    serial: str,
+    kind: str,
+    isd_aid: str,
+    cplc: str,
+    device_manufacturer: str,
+    device_serial: str,
+    casd_public_key: bytes = b"",
+) -> SecureElement:
     serial = check_serial(serial)
     if kind not in SecureElementKind.values:
         raise DeviceError("kind must be 'se' or 'tee'.", fields={"kind": ["Unknown kind."]})
@@ -363,17 +430,18 @@ def secure_element_register(
             se = SecureElement.objects.create(
                 device=device,
                 kind=kind,
-                issuer=actor.org,
+                issuer=issuer,
                 supplier=supplier,
                 serial=serial,
                 cplc=cplc,
                 device_manufacturer_slug=device_manufacturer,
                 device_serial=device_serial,
+                casd_public_key=casd_public_key,
             )
             SecurityDomain.objects.create(
-                secure_element=se, aid=isd_aid, owner=actor.org, is_isd=True, privileges=list(ISD_PRIVILEGES)
+                secure_element=se, aid=isd_aid, owner=issuer, is_isd=True, privileges=list(ISD_PRIVILEGES)
             )
-            concerns = [o for o in (supplier, device.manufacturer if device else None) if o]
+            concerns = [o for o in (issuer, supplier, device.manufacturer if device else None) if o]
             audit_record(
                 actor=actor,
                 tag=AuditTag.SE_REGISTER,
@@ -385,7 +453,9 @@ def secure_element_register(
                 _pair_secure_element(actor=actor, se=se)
     except IntegrityError:
         raise DeviceConflict(
-            f"You already registered a secure element with serial '{serial}'.",
+            f"{issuer.name} already has a secure element with serial '{serial}'."
+            if issuer.pk != actor.org.pk
+            else f"You already registered a secure element with serial '{serial}'.",
             fields={"serial": ["Already registered."]},
         ) from None
     return se

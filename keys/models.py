@@ -217,3 +217,42 @@ class Certificate(models.Model):
     @property
     def status(self) -> str:
         return self.status_at()
+
+
+# --- SE issuers' import keys for the manufacturing hand-over (issue 5 item 6) ------------------
+
+
+class ImportKeyStatus(models.TextChoices):
+    CURRENT = "current", "Current (published; new batches wrap to it)"
+    RETIRING = "retiring", "Retiring (still opens batches in flight)"
+    RETIRED = "retired", "Retired (private key destroyed)"
+
+
+class ImportKey(models.Model):
+    """An SE issuer's P-256 import key: suppliers wrap ISD key sets to its public half.
+
+    ``sealed_private_key`` is the vault's blob for ``import-key:<id>`` in the owner's vault, emptied
+    when the key is retired. ``fingerprint`` is the lowercase hex SHA-256 of ``public_key`` (DER
+    SubjectPublicKeyInfo), the import key id a wrapped key set names (``gp.card.manufacture``).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="import_keys")
+    public_key = models.BinaryField(help_text="SubjectPublicKeyInfo, DER (EC P-256)")
+    fingerprint = models.CharField(max_length=64, unique=True)
+    sealed_private_key = models.BinaryField(blank=True, default=b"")
+    status = models.CharField(max_length=16, choices=ImportKeyStatus.choices, default=ImportKeyStatus.CURRENT)
+    created_at = models.DateTimeField(default=timezone.now)
+    superseded_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner"], condition=Q(status="current"), name="import_key_one_current_per_owner"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"import key {self.fingerprint[:16]} ({self.status})"

@@ -86,6 +86,14 @@ urlpatterns = [
     path(ORG + "jobs/", jobs_api.JobListView.as_view(), name="job-list"),
     path(ORG + "jobs/<uuid:pk>/", jobs_api.JobDetailView.as_view(), name="job-detail"),
     path(ORG + "jobs/<uuid:pk>/cancel/", jobs_api.JobCancelView.as_view(), name="job-cancel"),
+    path(ORG + "supply-batches/", devices_api.SupplyBatchView.as_view(), name="supply-batch"),
+    path(ORG + "import-keys/", devices_api.ImportKeyListView.as_view(), name="import-key-list"),
+    path(ORG + "import-keys/retire/", devices_api.ImportKeyRetireView.as_view(), name="import-key-retire"),
+    path(
+        "import-keys/<slug:issuer>/",
+        devices_api.PublishedImportKeyView.as_view(),
+        name="import-key-published",
+    ),
     path(ORG + "audit/", tenants_api.AuditListView.as_view(), name="audit-list"),
     path(ORG + "audit/<str:pk>/", tenants_api.AuditDetailView.as_view(), name="audit-detail"),
 ]

@@ -33,7 +33,7 @@ STR, SLUG, EMAIL, CHOICE, LIST, DICT, DATETIME = "str", "slug", "email", "choice
 class Endpoint:
     method: str
     url: Callable[[Any], str]  # world → path
-    caller: str  # "anonymous", "owner", "operator"
+    caller: str  # "anonymous", "owner", "operator", "provider" (an SP), "ca" (a Controlling Authority)
     fields: dict[str, str]  # name → kind
     valid: Callable[[Any], dict[str, Any]] = field(default=lambda w: {})
     everything_optional: bool = False  # an empty body is a valid request
@@ -43,6 +43,12 @@ class Endpoint:
             return APIClient()
         if self.caller == "operator":
             return client_for(f.UserFactory(username="platform-op", is_staff=True, is_superuser=False))
+        if self.caller == "provider":
+            return client_for(world.provider_user)
+        if self.caller == "ca":
+            from tests.support.ca import ca_user
+
+            return client_for(ca_user())
         return client_for(world.owner_user)
 
 
@@ -240,6 +246,99 @@ ENDPOINTS.update(
             lambda w: {"kind": "read_status", "params": {}},
         ),
         ("api:job-cancel", "post"): Endpoint("post", _queued_job_url, "owner", {}, everything_optional=True),
+    }
+)
+
+def _supply_batch(world: Any) -> dict[str, Any]:
+    """The owner as an SE supplier named (se.supply) by an SE issuer with an import key, and a
+    row wrapped to that key (issue 5 item 6)."""
+    import os
+
+    from gp.card.manufacture import batch_record, load_import_public_key
+    from gp.card.softcard import SoftCard
+    from gp.scp03 import StaticKeys
+    from keys import handover
+    from tenants.access import resolve_actor
+    from tenants.models import OrgRole
+
+    sei = f.OrganisationFactory(slug="supplied-sei", name="Supplied SEI", roles=[OrgRole.SE_ISSUER])
+    sei_user = f.MembershipFactory(
+        org=sei, user=f.UserFactory(username="supplied-sei-user"), role="owner"
+    ).user
+    key = handover.import_key_rotate(actor=resolve_actor(sei_user, "supplied-sei"))
+    world.owner.roles = [*world.owner.roles, OrgRole.SE_SUPPLIER]
+    world.owner.save()
+    f.MandateFactory(grantor=sei, grantee=world.owner, actions=["se.supply"])
+    card = SoftCard.create(
+        None,
+        isd_aid=bytes.fromhex("A000000151000000"),
+        keys=StaticKeys(os.urandom(16), os.urandom(16), os.urandom(16)),
+        key_version=0x30,
+    )
+    pub = load_import_public_key(handover.import_key_pem(key))
+    return {
+        "issuer": "supplied-sei",
+        "secure_elements": [batch_record(card, import_public_key=pub, sei="supplied-sei")],
+    }
+
+
+def _retiring_import_key(world: Any) -> dict[str, Any]:
+    from keys import handover
+    from tenants.access import resolve_actor
+
+    actor = resolve_actor(world.owner_user, "owner-sei")
+    old = handover.import_key_rotate(actor=actor)
+    handover.import_key_rotate(actor=actor)
+    return {"fingerprint": old.fingerprint}
+
+
+ENDPOINTS.update(
+    {
+        ("api:supply-batch", "post"): Endpoint(
+            "post",
+            lambda w: "/api/v1/orgs/owner-sei/supply-batches/",
+            "owner",
+            {"issuer": SLUG, "secure_elements": LIST},
+            _supply_batch,
+        ),
+        ("api:import-key-list", "post"): Endpoint(
+            "post", lambda w: "/api/v1/orgs/owner-sei/import-keys/", "owner", {}, everything_optional=True
+        ),
+        ("api:import-key-retire", "post"): Endpoint(
+            "post",
+            lambda w: "/api/v1/orgs/owner-sei/import-keys/retire/",
+            "owner",
+            {"fingerprint": STR},
+            _retiring_import_key,
+        ),
+    }
+)
+
+def _csr_url(world: Any) -> str:
+    from tests.support.ca import make_ca
+
+    make_ca()
+    return "/api/v1/orgs/provider-sp/certificates/csr/"
+
+
+def _revoke_url(world: Any) -> str:
+    from tests.support.ca import casd_certificate_for
+
+    return f"/api/v1/orgs/trust-ca/certificates/{casd_certificate_for(world.se).pk}/revoke/"
+
+
+def _csr_body(world: Any) -> dict[str, Any]:
+    from tests.support.ca import make_csr
+
+    return {"csr": make_csr()[1]}
+
+
+ENDPOINTS.update(
+    {
+        ("api:certificate-csr", "post"): Endpoint("post", _csr_url, "provider", {"csr": STR}, _csr_body),
+        ("api:certificate-revoke", "post"): Endpoint(
+            "post", _revoke_url, "ca", {"reason": CHOICE}, lambda w: {"reason": "key_compromise"}
+        ),
     }
 )
 
