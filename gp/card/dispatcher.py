@@ -9,6 +9,9 @@
 - Secure channel: one SCP03 session per logical channel (Amd D v1.2 §5), started by INITIALIZE
   UPDATE on the selected SD, ended by SELECT, MANAGE CHANNEL close, reset or a security error;
   once authenticated every command is checked against the session's security level (§5.6).
+- SCP11 on the ISD (Amd F v1.4, :mod:`gp.card.casd`): PERFORM SECURITY OPERATION (``2A``, the only
+  command accepted with ISO chaining in CLA), MUTUAL AUTHENTICATE (``82`` with P2 != 00) and
+  INTERNAL AUTHENTICATE (``88``) open a session that then runs through the same secured path.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gp.apdu import _CHAINED, _CHANNEL, _SECURE_MESSAGING, CommandAPDU
+from gp.card.casd import CASD_KIDS, CasdError, OcePending, perform_security_operation
 from gp.card.sd import SW_OK, CardError, ChannelContext, process
 from gp.card.state import Application, CardState
 from gp.commands.get_data import CardRecognitionData
@@ -25,6 +29,7 @@ from gp.commands.select import FCI
 from gp.commands.types import AID, CardLifeCycle, Privileges
 from gp.errors import GPError, ParseError
 from gp.scp03 import CardSession, SCP03Error
+from gp.scp11 import INS_INTERNAL_AUTHENTICATE, INS_PSO, SCP11Error, card_authenticate
 
 __all__ = ["Channel", "Dispatcher"]
 
@@ -43,7 +48,8 @@ SW_CONDITIONS = 0x6985
 SW_NOT_FOUND = 0x6A88
 # Instructions the dispatcher routes itself before the SD's session sees them: MANAGE CHANNEL,
 # SELECT, GET RESPONSE, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE (never on the fast path).
-_ROUTED = frozenset({0x70, 0xA4, 0xC0, 0x50, 0x82})
+# PERFORM SECURITY OPERATION and INTERNAL AUTHENTICATE (SCP11) too.
+_ROUTED = frozenset({0x70, 0xA4, 0xC0, 0x50, 0x82, 0x2A, 0x88})
 _COUNTER_LIMIT = 0x1000000  # one past the largest 3-byte sequence counter
 
 
@@ -53,9 +59,11 @@ class Channel:
     selected: AID | None = None
     session: CardSession | None = None
     ctx: ChannelContext = field(default_factory=ChannelContext)
+    oce: OcePending | None = None  # SCP11 PERFORM SECURITY OPERATION progress (gp.card.casd)
 
     def end_session(self) -> None:
         self.session = None
+        self.oce = None
         self.ctx.clear()
         self.ctx.decrypt = None
         self.ctx.authenticated = False
@@ -155,7 +163,7 @@ class Dispatcher:
             return _sw(SW_CLA)
         if cmd.uses_extended_length:
             return _sw(SW_WRONG_LENGTH)
-        if cmd.is_chained:
+        if cmd.is_chained and cmd.ins != INS_PSO:
             return _sw(SW_CHAINING)
         ch = self.channels.get(number)
         if ch is None:
@@ -249,6 +257,10 @@ class Dispatcher:
     def _security_domain(self, ch: Channel, sd: Application, cmd: CommandAPDU, raw: bytes) -> bytes:
         if cmd.ins == 0x50:
             return self._initialize_update(ch, sd, cmd)
+        if cmd.ins == INS_PSO:
+            return self._perform_security_operation(ch, sd, cmd)
+        if cmd.ins == INS_INTERNAL_AUTHENTICATE or (cmd.ins == 0x82 and cmd.p2 != 0x00):
+            return self._scp11_authenticate(ch, sd, cmd)
         if cmd.ins == 0x82:
             session = ch.session
             if session is None or session.authenticated or session.aborted:
@@ -293,6 +305,76 @@ class Dispatcher:
         # Only DELETE consults the applications selected on other channels.
         selected = self.selected_aids(except_channel=ch.number) if plain.ins == 0xE4 else _NONE_SELECTED
         return process(self.state, ch.ctx, sd, plain, selected)
+
+    # -- SCP11 (Amd F v1.4 §7.5-§7.7; gp.card.casd) --
+
+    def _perform_security_operation(self, ch: Channel, sd: Application, cmd: CommandAPDU) -> bytes:
+        """PERFORM SECURITY OPERATION; under an open session it is unwrapped and answered secured."""
+        session = ch.session
+        if cmd.secure_messaging:
+            if session is None or not session.authenticated:
+                return _sw(0x6982)
+            try:
+                plain = session._unwrap(cmd)
+            except SCP03Error as e:
+                ch.end_session()
+                return _sw(e.sw or 0x6982)
+            except GPError:
+                return _sw(SW_WRONG_LENGTH)
+            return session.wrap_response(b"", self._pso(ch, sd, plain))
+        if session is not None and session.authenticated and session.security_level:
+            # A plain command inside a secured session: a security error (Amd D §5.6).
+            ch.end_session()
+            return _sw(0x6982)
+        return _sw(self._pso(ch, sd, cmd))
+
+    def _pso(self, ch: Channel, sd: Application, cmd: CommandAPDU) -> int:
+        if not cmd.is_proprietary:
+            return SW_CLA
+        if sd.aid != self.state.isd_aid or self.state.casd is None:
+            return SW_NOT_FOUND
+        if self.state.life_cycle is CardLifeCycle.TERMINATED:
+            return SW_CONDITIONS
+        pending = ch.oce if ch.oce is not None else OcePending()
+        try:
+            perform_security_operation(self.state, pending, cmd.p1, cmd.p2, cmd.data)
+        except CasdError as e:
+            ch.oce = None  # the whole chain has to be sent again
+            return e.sw
+        ch.oce = pending
+        return SW_OK
+
+    def _scp11_authenticate(self, ch: Channel, sd: Application, cmd: CommandAPDU) -> bytes:
+        """MUTUAL / INTERNAL AUTHENTICATE: ends any session on the channel, maybe opens an SCP11 one."""
+        pending = ch.oce
+        ch.end_session()  # Amd F §7.6.1 / §7.7.1: terminates the ongoing session in any case
+        if not cmd.is_proprietary or cmd.secure_messaging:
+            return _sw(SW_CLA)
+        casd = self.state.casd
+        if sd.aid != self.state.isd_aid or casd is None:
+            return _sw(SW_NOT_FOUND)
+        if self.state.life_cycle is CardLifeCycle.TERMINATED:
+            return _sw(SW_CONDITIONS)
+        kvn, kid = cmd.p1 & 0x7F, cmd.p2 & 0x7F
+        if kvn != casd.kvn or kid not in CASD_KIDS:
+            return _sw(SW_NOT_FOUND)
+        oce_key = pending.oce_key if pending is not None else None
+        try:
+            session, data = card_authenticate(
+                cmd.ins,
+                cmd.data,
+                sd_private_key=casd.private_key(),
+                oce_public_key=oce_key,
+                oce_subject=pending.oce_subject if pending is not None else b"",
+            )
+        except SCP11Error as e:
+            return _sw(e.sw or SW_CONDITIONS)
+        if {"a": 0x11, "b": 0x13, "c": 0x15}[session.variant] != kid:
+            return _sw(SW_NOT_FOUND)
+        ch.session = session
+        ch.ctx.authenticated = True
+        ch.ctx.decrypt = session.decrypt_sensitive
+        return _sw(SW_OK, data)
 
     def _initialize_update(self, ch: Channel, sd: Application, cmd: CommandAPDU) -> bytes:
         ch.end_session()

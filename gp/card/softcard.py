@@ -62,8 +62,11 @@ import logging
 import os
 from collections.abc import Callable
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from gp.apdu import is_success_or_warning
 from gp.card import storage
+from gp.card.casd import DEFAULT_CASD_KVN, Casd, casd_public_key
 from gp.card.dispatcher import Dispatcher
 from gp.card.registry import RegistryView
 from gp.card.sd import SD_LOAD_FILE_AID, SD_MODULE_AID
@@ -154,8 +157,15 @@ class SoftCard:
         state_key: bytes | None = None,
         serial: bytes | None = None,
         memory_capacity: int = 256 * 1024,
+        casd_kvn: int = DEFAULT_CASD_KVN,
     ) -> SoftCard:
-        """A fresh card in OP_READY with the SD load file pre-loaded and one SCP03 key set on the ISD."""
+        """A fresh card in OP_READY with the SD load file pre-loaded and one SCP03 key set on the ISD.
+
+        The card also generates its CASD key pair (P-256, :mod:`gp.card.casd`) here, inside the
+        card; only the public key ever leaves it (:meth:`casd_public_key`).
+        """
+        if not 1 <= casd_kvn <= 0x7F:
+            raise GPError(f"CASD key version {casd_kvn:#x} outside 01..7F")
         isd = AID(isd_aid)
         if not 1 <= key_version <= 0x7F and key_version != 0xFF:
             raise GPError(f"key version {key_version:#x} outside 01..7F (or FF)")
@@ -198,6 +208,7 @@ class SoftCard:
             applications={isd: isd_app},
             load_files={SD_LOAD_FILE_AID: LoadFile(SD_LOAD_FILE_AID, isd, [SD_MODULE_AID], in_rom=True)},
             memory_capacity=memory_capacity,
+            casd=Casd.generate(kvn=casd_kvn),
         )
         card = cls(state, path=path, state_key=state_key)
         if path is not None:
@@ -334,8 +345,31 @@ class SoftCard:
         return self._state.life_cycle
 
     def state_dict(self) -> dict[str, object]:
-        """The persistent state as plain data (includes key values: for tests only)."""
-        return self._state.to_dict()
+        """The persistent state as plain data (includes SCP03 key values: for tests only).
+
+        The CASD private key is never exported, here neither: it is left out (a state rebuilt from
+        this dict has no CASD; the key pair lives only in the card and its sealed file).
+        """
+        d = self._state.to_dict()
+        if "casd" in d:
+            d["casd"] = {k: v for k, v in d["casd"].items() if k != "sk"}  # type: ignore[union-attr]
+        return d
+
+    def casd_public_key(self) -> ec.EllipticCurvePublicKey:
+        """PK.CASD.ECKA, generated inside this card at creation (GPError if the card has none)."""
+        if self._state.casd is None:
+            raise GPError("this card has no CASD (created before CASD support)")
+        return casd_public_key(self._state)
+
+    def casd_identifier(self) -> bytes:
+        """The identity the CA binds to the CASD key: the card's CIN (GET DATA ``45``)."""
+        return bytes(self._state.cin)
+
+    def casd_key_reference(self) -> tuple[int, int]:
+        """``(KVN, KID)`` of the SCP11a key reference of the CASD (KIDs 11/13/15 for a/b/c)."""
+        if self._state.casd is None:
+            raise GPError("this card has no CASD")
+        return self._state.casd.kvn, 0x11
 
     def sequence_counter(self, sd_aid: bytes, kvn: int) -> int:
         """The counter the next INITIALIZE UPDATE with that key set uses."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gp.card.casd import Casd
 from gp.commands.types import AID, CardLifeCycle, KeyType, LifeCycle, Privileges
 from gp.scp03 import StaticKeys
 
@@ -279,6 +280,8 @@ class CardState:
     load_files: dict[AID, LoadFile] = field(default_factory=dict)
     confirmation_counter: int = 0
     memory_capacity: int = 256 * 1024
+    # The CASD (gp.card.casd): key pair generated in the card, certificate store, CA-KLOC keys.
+    casd: Casd | None = None
     # Transient, see the module docstring: bumped by changed(); the memo of read-only answers.
     version: int = field(default=0, init=False, repr=False, compare=False)
     responses: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -312,6 +315,7 @@ class CardState:
             "load_files": [lf.to_dict() for lf in self.load_files.values()],
             "confirmation_counter": self.confirmation_counter,
             "memory": self.memory_capacity,
+            **({"casd": self.casd.to_dict()} if self.casd is not None else {}),
         }
 
     @classmethod
@@ -329,4 +333,5 @@ class CardState:
             {lf.aid: lf for lf in elfs},
             d["confirmation_counter"],
             d["memory"],
+            Casd.from_dict(d["casd"]) if "sk" in d.get("casd", {}) else None,
         )

@@ -1,6 +1,8 @@
 """GET DATA on a Security Domain (GP Card Spec v2.3.1 §11.3, Table 11-25): CPLC (``9F7F``), Card
 Recognition Data (``66``, §H), IIN / CIN, Key Information Template (``E0``, §11.3.3.1), sequence
-counter (``C1``, Amendment D v1.2 §6.2.2.1) and confirmation counter (``C2``, §C.5).
+counter (``C1``, Amendment D v1.2 §6.2.2.1) and confirmation counter (``C2``, §C.5); on the ISD
+the SCP11 certificate store (``BF21`` with an ``A6`` key reference, Amd F v1.4 §7.2,
+:mod:`gp.card.casd`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import functools
 
 from gp import tlv
 from gp.apdu import CommandAPDU
+from gp.card.casd import CasdError, certificate_store_answer
 from gp.card.sd.common import (
     SW_NOT_FOUND,
     SW_WRONG_DATA,
@@ -34,6 +37,8 @@ from gp.commands.get_data import (
 )
 from gp.errors import ParseError
 
+TAG_CERTIFICATE_STORE = 0xBF21
+
 
 @functools.lru_cache(maxsize=16)
 def _cplc_tlv(cplc: bytes) -> bytes:
@@ -45,9 +50,16 @@ def _get_data(state: CardState, sd: Application, cmd: CommandAPDU) -> bytes:
     """GET DATA; every answer but the sequence counter (``C1``, stepped by each INITIALIZE UPDATE)
     depends on the state and the acting SD only and is memoised in ``state.responses``, which
     every mutating command empties (:meth:`CardState.changed`)."""
+    tag = (cmd.p1 << 8) | cmd.p2
+    if tag == TAG_CERTIFICATE_STORE:
+        if sd.aid != state.isd_aid:
+            raise CardError(SW_NOT_FOUND, "no certificate store on this SD")
+        try:
+            return certificate_store_answer(state, cmd.data)
+        except CasdError as e:
+            raise CardError(e.sw, e.reason) from None
     if cmd.data:
         return _answer(state, sd, cmd)  # refused: GET DATA takes no command data
-    tag = (cmd.p1 << 8) | cmd.p2
     if tag == TAG_SEQUENCE_COUNTER:
         return _answer(state, sd, cmd)
     key = (0xCA, sd.aid, tag)

@@ -1,12 +1,15 @@
 """STORE DATA (GP Card Spec v2.3.1 §11.11): numbered blocks to the selected SD or the application
 targeted by INSTALL [for personalization] (§7.3.2); encrypted data (P1 b6 b5) under the session's
 sensitive-data key; IIN / CIN (tags ``42`` / ``45``) update the SD's data (§7.4.1.1).
+On the ISD, the CASD DGIs (``7F21`` certificate store, ``7F49`` CA-KLOC key, ``0093`` revoked
+serials; :mod:`gp.card.casd`) personalise the CASD and are not kept as personalization data.
 """
 
 from __future__ import annotations
 
 from gp import tlv
 from gp.apdu import CommandAPDU
+from gp.card.casd import CASD_DGIS, CasdError, store_casd_dgi
 from gp.card.sd.common import (
     SW_CONDITIONS,
     SW_NOT_FOUND,
@@ -62,6 +65,25 @@ def _store_data(state: CardState, ctx: ChannelContext, sd: Application, cmd: Com
         records = StoreData(sdata.block_number, data, sdata.last, sdata.structure).records()
     except ParseError as e:
         raise CardError(SW_WRONG_DATA, f"STORE DATA content: {e.problem}") from None
+    if (
+        target.aid == state.isd_aid
+        and sdata.structure is DataStructure.DGI
+        and records
+        and any(getattr(r, "tag", None) in CASD_DGIS for r in records)
+    ):
+        kept = []
+        for rec in records:
+            if rec.tag in CASD_DGIS:
+                try:
+                    store_casd_dgi(state, rec.tag, rec.value)
+                except CasdError as e:
+                    raise CardError(e.sw, e.reason) from None
+            else:
+                kept.append(rec.encode())
+        data = b"".join(kept)
+        if not data:
+            ctx.store_next_block = 0 if sdata.last else (sdata.block_number + 1) & 0xFF
+            return b""
     _check_memory(state, len(data))
     if target.is_security_domain and sdata.structure is DataStructure.BER_TLV and records:
         for rec in records:
