@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from devices import api as devices_api
 from jobs import api as jobs_api
+from keys import api_ca as ca_api
 from tenants import api as tenants_api
 
 app_name = "api"
@@ -94,6 +95,22 @@ urlpatterns = [
         devices_api.PublishedImportKeyView.as_view(),
         name="import-key-published",
     ),
+    path(ORG + "certificates/", ca_api.CertificateListView.as_view(), name="certificate-list"),
+    path(ORG + "certificates/csr/", ca_api.CertificateRequestView.as_view(), name="certificate-csr"),
+    path(ORG + "certificates/<uuid:pk>/", ca_api.CertificateDetailView.as_view(), name="certificate-detail"),
+    path(
+        ORG + "certificates/<uuid:pk>/revoke/",
+        ca_api.CertificateRevokeView.as_view(),
+        name="certificate-revoke",
+    ),
+    path(
+        ORG + "secure-elements/<uuid:pk>/casd-certificate/",
+        ca_api.SecureElementCasdCertificateView.as_view(),
+        name="secure-element-casd-certificate",
+    ),
+    path("ca/", ca_api.CAListView.as_view(), name="ca-list"),
+    path("ca/<uuid:pk>/root/", ca_api.CARootView.as_view(), name="ca-root"),
+    path("ca/<uuid:pk>/crl/", ca_api.CACrlView.as_view(), name="ca-crl"),
     path(ORG + "audit/", tenants_api.AuditListView.as_view(), name="audit-list"),
     path(ORG + "audit/<str:pk>/", tenants_api.AuditDetailView.as_view(), name="audit-detail"),
 ]

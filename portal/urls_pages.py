@@ -8,6 +8,7 @@ from django.urls import path
 
 from devices import views as device_views
 from jobs import views as job_views
+from keys import pages_ca
 from portal import views
 from tenants import views as tenant_views
 
@@ -66,6 +67,18 @@ urlpatterns = [
     ),
     path(ORG + "secure-elements/batch/", device_views.SecureElementBatchView.as_view(), name="org-se-batch"),
     path(ORG + "audit/", views.AuditView.as_view(), name="org-audit"),
+    path(ORG + "certificates/", pages_ca.CertificateListPage.as_view(), name="org-certificates"),
+    path(
+        ORG + "certificates/request/",
+        pages_ca.CertificateRequestPage.as_view(),
+        name="org-certificate-request",
+    ),
+    path(ORG + "certificates/<uuid:pk>/", pages_ca.CertificateDetailPage.as_view(), name="org-certificate"),
+    path(
+        ORG + "certificates/<uuid:pk>/revoke/",
+        pages_ca.CertificateRevokePage.as_view(),
+        name="org-certificate-revoke",
+    ),
     path(ORG + "devices/<uuid:pk>/jobs/", job_views.DeviceJobsView.as_view(), name="org-device-jobs"),
     path(
         ORG + "devices/<uuid:pk>/jobs/new/",

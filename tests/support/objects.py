@@ -73,6 +73,11 @@ def owner_objects(world: Any) -> OwnerObjects:
     )
     auditor_membership = world.owner.memberships.get(user=world.owner_auditor)
     job = _owner_job(world)
+    # The SE's CASD certificate, from a Controlling Authority outside the world: the owner sees it as
+    # the SE's issuer, the collaborator on its behalf through the SE (devices.view).
+    from tests.support.ca import casd_certificate_for
+
+    casd = casd_certificate_for(world.se)
     by_collection = {
         "members": auditor_membership.pk,
         "invitations": invitation.pk,
@@ -84,6 +89,7 @@ def owner_objects(world: Any) -> OwnerObjects:
         "security-domains": world.ssd.pk,
         "audit": event.seq,
         "jobs": job.pk,
+        "certificates": casd.pk,
     }
     by_param = {
         "device": world.device.pk,
