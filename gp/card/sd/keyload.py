@@ -15,8 +15,12 @@ What the STORE DATA path does with it (one package, possibly over several blocks
 1. Collect the blocks of the STORE DATA sequence addressed to an SSD (``ctx.perso_target``) whose
    first block starts with ``BF 74`` (:func:`is_key_package`); structure ``00`` (no structure)
    since a package spans blocks; blocks are concatenated until P1.b8 "last block".
-2. On the last block: ``result = handle_key_package(data, ecdh=..., se_id=..., sd_aid=target.aid,
-   last_counter=<stored counter for target.aid, 0 if none>, ca_public_key=...)``.
+2. On the last block: ``result = handle_key_package(data,
+   ecdh=lambda pk: casd_key_agreement(state, pk), se_id=<the CASD certificate's subject
+   identifier>, sd_aid=target.aid, last_counter=<stored counter for target.aid, 0 if none>,
+   ca_public_key=<the CA-KLOC key>, verify_chain=lambda certs, _root: verify_oce_chain(state,
+   certs))`` (:mod:`gp.card.casd`; its verifier also applies the CASD's revoked serials, and any
+   failure of it is answered ``6982`` here).
 3. ``install_key_set(target, result)``, then store ``result.counter`` as the last counter for
    ``target.aid`` — the counter table is card-wide, keyed by SD AID, and survives the SD's
    deletion, so a package for an earlier SD of the same AID can never be replayed.
