@@ -695,3 +695,29 @@ def test_replace_keeps_the_dataclass_frozen(built: kl.BuiltPackage) -> None:
     # BuiltPackage is a value: a copy with another receipt does not alter the original.
     copy = replace(built, expected_receipt=bytes(16))
     assert built.expected_receipt != copy.expected_receipt
+
+
+def test_the_soft_se_casd_opens_a_package_with_its_own_agreement_and_chain_check(world: World) -> None:
+    # The wiring the STORE DATA path will use: ECDH and the OCE chain check inside the card.
+    from gp.card.casd import CaKey, casd_key_agreement, verify_oce_chain
+    from tests.gp.cardkit import new_card
+
+    card = new_card()
+    state = card._state
+    state.casd.ca_keys.append(CaKey(0x10, 0x01, kl._point(world.ca.public_key())))
+    b = world.build(casd_public_key=card.casd_public_key())
+    result = _handle(
+        world,
+        b.package,
+        ecdh=lambda pk: casd_key_agreement(state, pk),
+        verify_chain=lambda certs, _root: verify_oce_chain(state, list(certs)),
+    )
+    kl.verify_receipt(result.receipt, expected_receipt=b.expected_receipt)
+    with pytest.raises(CardError) as info:  # the same package on another card
+        _handle(
+            world,
+            b.package,
+            ecdh=kl.ecdh_with(_key()),
+            verify_chain=lambda c, r: verify_oce_chain(state, list(c)),
+        )
+    assert info.value.sw == 0x6988
