@@ -16,7 +16,9 @@ Commands::
   version 30) and ``STATE_PATH.isd-keys.json`` (mode 0600) holding those ISD keys. That file
   simulates the manufacturing hand-over: a real SE leaves the factory with ISD keys that only the
   SE issuer receives; here the issuer imports the file into Tessera's vault and then deletes it —
-  the agent itself never reads it.
+  the agent itself never reads it. With ``--import-key SEI.pem --sei SLUG`` it writes
+  ``STATE_PATH.handover.json`` instead: the SE supplier's batch record, ISD keys wrapped to the SE
+  issuer's import key (``docs/manufacturing-handover.md``), also printed as ``se.handover``.
 
 It refuses to overwrite any of these files unless ``--force`` is given, and prints one JSON
 object: ``{serial, key_id, identity_public_key, se: {serial, cplc, isd_aid, kvn, i_param,
@@ -82,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
         "--backend", default=None, help="soft:STATE_PATH (default soft:NAME.se) or pcsc:READER_NAME"
     )
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument(
+        "--import-key",
+        type=Path,
+        default=None,
+        help="soft SE only: the SE issuer's import public key (PEM); write the hand-over record with the "
+        "ISD keys wrapped to it (docs/manufacturing-handover.md) instead of the clear-key file",
+    )
+    init.add_argument("--sei", default=None, help="with --import-key: the SE issuer's short name in Tessera")
     run = sub.add_parser("run", help="poll the portal and run work")
     run.add_argument("--config", required=True, type=Path)
     run.add_argument("--once", action="store_true", help="one exchange cycle, then exit")
@@ -118,6 +128,9 @@ def _init(args: argparse.Namespace) -> int:
     kind, arg = parse_backend_spec(spec)
     state_path = Path(arg).expanduser().resolve() if kind == "soft" else None
     isd_keys_path = state_path.with_name(state_path.name + ".isd-keys.json") if state_path else None
+    import_key = _import_key(args, state_path)
+    if import_key is not None and state_path is not None:
+        isd_keys_path = state_path.with_name(state_path.name + ".handover.json")
 
     targets = [config_path, key_path] + ([state_path, isd_keys_path] if state_path and isd_keys_path else [])
     existing = [str(p) for p in targets if p.exists()]
@@ -139,7 +152,9 @@ def _init(args: argparse.Namespace) -> int:
     )
     se: dict[str, Any] | None
     if state_path is not None and isd_keys_path is not None:
-        se = _create_soft_card(state_path, isd_keys_path, force=args.force)
+        se = _create_soft_card(
+            state_path, isd_keys_path, force=args.force, import_key=import_key, sei=args.sei
+        )
     else:
         from agent.backends import open_backend
 
@@ -173,7 +188,29 @@ def _init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _create_soft_card(state_path: Path, isd_keys_path: Path, *, force: bool) -> dict[str, Any]:
+def _import_key(args: argparse.Namespace, state_path: Path | None) -> Any:
+    """The SE issuer's import public key named by ``--import-key`` (with ``--sei``), or None."""
+    if args.import_key is None:
+        if args.sei:
+            raise ConfigError("--sei goes with --import-key")
+        return None
+    from gp.card.manufacture import HandoverFormatError, load_import_public_key
+
+    if state_path is None:
+        raise ConfigError("--import-key: only a soft SE's keys are known to this command")
+    if not args.sei:
+        raise ConfigError("--import-key needs --sei, the SE issuer's short name the keys are wrapped for")
+    try:
+        return load_import_public_key(args.import_key.expanduser().read_bytes())
+    except OSError as e:
+        raise ConfigError(f"--import-key: cannot read {args.import_key} ({e.strerror})") from None
+    except HandoverFormatError as e:
+        raise ConfigError(f"--import-key: {e}") from None
+
+
+def _create_soft_card(
+    state_path: Path, isd_keys_path: Path, *, force: bool, import_key: Any = None, sei: str | None = None
+) -> dict[str, Any]:
     from agent.backends.soft import SoftBackend
     from gp.card import SoftCard
     from gp.scp03 import StaticKeys
@@ -190,6 +227,14 @@ def _create_soft_card(state_path: Path, isd_keys_path: Path, *, force: bool) -> 
         i_param=ISD_I_PARAM,
         sequence_counter=ISD_SEQUENCE_COUNTER,
     )
+    if import_key is not None:
+        from gp.card.manufacture import batch_record
+
+        card = SoftCard.open(str(state_path))
+        record = batch_record(card, import_public_key=import_key, sei=str(sei))
+        card.close()
+        # The hand-over record: the ISD keys wrapped to the SE issuer's import key, no clear key.
+        _write_private(isd_keys_path, (json.dumps(record, indent=2) + "\n").encode(), force=force)
     backend = SoftBackend(str(state_path))
     ids = backend.identifiers()
     backend.close()
@@ -213,7 +258,10 @@ def _create_soft_card(state_path: Path, isd_keys_path: Path, *, force: bool) -> 
         "mac": keys.mac.hex().upper(),
         "dek": keys.dek.hex().upper(),
     }
-    _write_private(isd_keys_path, (json.dumps(hand_over, indent=2) + "\n").encode(), force=force)
+    if import_key is None:
+        _write_private(isd_keys_path, (json.dumps(hand_over, indent=2) + "\n").encode(), force=force)
+    else:
+        se["handover"] = record
     return se
 
 

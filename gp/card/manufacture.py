@@ -343,7 +343,10 @@ def casd_public_key_of(card: Any) -> ec.EllipticCurvePublicKey | None:
     getter = getattr(card, "casd_public_key", None)
     if getter is None:
         return None
-    key = getter() if callable(getter) else getter
+    try:
+        key = getter() if callable(getter) else getter
+    except GPError:  # a card created before it had a CASD
+        return None
     return key if isinstance(key, ec.EllipticCurvePublicKey) else None
 
 

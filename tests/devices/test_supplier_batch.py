@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -304,3 +305,27 @@ def test_the_clear_isd_keys_appear_in_no_database_row_and_no_log(supply: Any, ca
     # the sealed import private key is not in clear either
     key = ImportKey.objects.get(pk=supply.import_key.pk)
     assert b"PRIVATE KEY" not in haystack and bytes(key.sealed_private_key)[:1] == b"\x01"
+
+
+def test_agent_init_with_an_import_key_writes_a_wrapped_record_that_uploads(
+    supply: Any, tmp_path: Any, capsys: Any
+) -> None:
+    from agent.cli import main as agent_main
+
+    pem = tmp_path / "import.pem"
+    pem.write_text(client_for(supply.ses_user).get("/api/v1/import-keys/owner-sei/").json()["public_key"])
+    argv = ["init", "--config", str(tmp_path / "agent.toml"), "--server", "https://portal.example"]
+    argv += ["--serial", "GW-9", "--import-key", str(pem), "--sei", "owner-sei"]
+    assert agent_main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    record = out["se"]["handover"]
+    assert out["isd_keys_file"].endswith(".handover.json")
+    assert json.loads(Path(out["isd_keys_file"]).read_text()) == record
+    assert not list(tmp_path.glob("*.isd-keys.json"))  # no clear keys on disk
+    assert "enc" not in record and record["serial"] == out["se"]["serial"]
+    resp = _upload(supply, [record])
+    assert resp.json()["created"] == 1, resp.content
+    # --sei alone, or a bad key file, is a usage error
+    assert agent_main([*argv[:5], "--serial", "GW-9", "--sei", "x", "--force"]) == 2
+    pem.write_text("not a key")
+    assert agent_main([*argv, "--force"]) == 2
