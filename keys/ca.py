@@ -33,7 +33,7 @@ from django.utils import timezone
 from audit.models import AuditTag
 from audit.services import audit_record
 from devices.models import SecureElement
-from keys import x509_ca
+from keys import gp_ca, x509_ca
 from keys.models import CAStatus, Certificate, CertificateAuthority, CertificateKind, RevocationReason
 from keys.signing import VAULT, Signer, signer_create, signer_load
 from portal.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
@@ -224,6 +224,7 @@ def _issue(
     kind: str,
     key: ec.EllipticCurvePublicKey,
     subject_name: bytes,
+    gp_subject: bytes,
     valid_days: int,
     subject_org: Organisation | None = None,
     secure_element: SecureElement | None = None,
@@ -255,13 +256,13 @@ def _issue(
         subject=x509_ca.subject_text(der),
         public_key=public_der,
         der=der,
-        gp_der=_gp_form(
+        gp_der=gp_ca.gp_certificate_build(
             signer=signer,
-            ca=ca,
-            kind=kind,
+            ca_identifier=bytes.fromhex(ca.kloc_id),
             serial=serial,
-            key=key,
-            subject_name=subject_name,
+            subject_identifier=gp_subject,
+            public_key=key,
+            not_before=now,
             not_after=not_after,
         ),
         fingerprint=_fingerprint(der),
@@ -283,15 +284,6 @@ def _issue(
         concerns=[ca.owner_id, *concerns],
     )
     return cert
-
-
-def _gp_form(**kwargs: Any) -> bytes:
-    """The GlobalPlatform ``7F21`` form, when ``gp.gpcert`` is available (see ``keys.gp_ca``)."""
-    try:
-        from keys.gp_ca import gp_certificate
-    except ImportError:
-        return b""
-    return gp_certificate(**kwargs)
 
 
 def casd_certify(
@@ -361,6 +353,7 @@ def casd_certify(
             kind=CertificateKind.CASD,
             key=key,
             subject_name=subject,
+            gp_subject=gp_ca.se_subject_identifier(secure_element.serial),
             valid_days=days,
             secure_element=secure_element,
             concerns=[secure_element.issuer_id, secure_element.supplier_id],
@@ -414,6 +407,7 @@ def oce_request(
             kind=CertificateKind.OCE,
             key=key,
             subject_name=subject,
+            gp_subject=org.pk.bytes,
             valid_days=days,
             subject_org=org,
             concerns=[org.pk],

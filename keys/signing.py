@@ -6,8 +6,9 @@ same code path serves a key sealed in the vault (``VaultSigner``) and a key that
 PKCS#11 token (``keys.pkcs11.Pkcs11Signer``, issue 5 item 2).
 
 A CA row names its signer with ``signer_ref``: ``"vault"`` (the private key is sealed in the CA
-organisation's vault for ``ca-root:<id>``) or ``"<scheme>:<reference>"`` for another backend. A
-backend registers itself with ``register_signer_backend(scheme, load=..., create=...)``; when a
+organisation's vault for ``ca-root:<id>``), ``"pkcs11:<label>"`` (a non-extractable key pair in
+the token configured by ``TESSERA_PKCS11_*``, made by ``manage.py vault_pkcs11_init --ca-key
+<label>``), or ``"<scheme>:<reference>"`` for another backend. A backend registers itself with ``register_signer_backend(scheme, load=..., create=...)``; when a
 scheme is unknown, ``keys.<scheme>`` is imported once so that module can register it.
 """
 
@@ -117,9 +118,40 @@ def _vault_load(
     return VaultSigner(org_id=org_id, ca_id=ca_id, sealed=sealed, public_der=public_der)
 
 
+def _spki(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _pkcs11_load(
+    *, org_id: uuid.UUID | str, ca_id: uuid.UUID | str, reference: str, sealed: bytes, public_der: bytes
+) -> Signer:
+    """``pkcs11:<label>``: the key pair ``label`` in the token of ``TESSERA_PKCS11_*``."""
+    from keys.pkcs11 import DEFAULT_CA_KEY_LABEL, pkcs11_signer
+
+    signer = pkcs11_signer(reference or DEFAULT_CA_KEY_LABEL)
+    if public_der and _spki(signer.public_key()) != bytes(public_der):
+        raise VaultError("The token's key pair is not this CA's key.")
+    return signer
+
+
+def _pkcs11_create(*, org_id: uuid.UUID | str, ca_id: uuid.UUID | str, reference: str) -> NewKey:
+    """The key pair is generated in the token beforehand (``manage.py vault_pkcs11_init --ca-key
+    <label>``), non-extractable; the CA takes it by its label."""
+    from keys.pkcs11 import DEFAULT_CA_KEY_LABEL
+
+    label = reference or DEFAULT_CA_KEY_LABEL
+    signer = _pkcs11_load(org_id=org_id, ca_id=ca_id, reference=label, sealed=b"", public_der=b"")
+    return NewKey(
+        signer_ref=f"pkcs11:{label}", sealed=b"", public_der=_spki(signer.public_key()), signer=signer
+    )
+
+
 CreateFn = Callable[..., NewKey]
 LoadFn = Callable[..., Signer]
-_BACKENDS: dict[str, tuple[CreateFn, LoadFn]] = {VAULT: (_vault_create, _vault_load)}
+_BACKENDS: dict[str, tuple[CreateFn, LoadFn]] = {
+    VAULT: (_vault_create, _vault_load),
+    "pkcs11": (_pkcs11_create, _pkcs11_load),
+}
 
 
 def register_signer_backend(scheme: str, *, create: CreateFn, load: LoadFn) -> None:

@@ -353,3 +353,58 @@ def test_a_casd_key_on_another_curve_is_refused(world: Any) -> None:
         )
     assert exc.value.code == "wrong_curve"
     assert not Certificate.objects.exists()
+
+
+# --- the GlobalPlatform 7F21 form and the PKCS#11 signer -----------------------------------------
+
+
+def test_casd_and_oce_certificates_also_come_in_7f21_form_that_gp_verifies(world: Any) -> None:
+    from gp.gpcert import GPCertificate, verify_chain
+
+    ca = make_ca()
+    root_key = x509.load_der_x509_certificate(bytes(ca.root_certificate)).public_key()
+    se_key = ec.generate_private_key(ec.SECP256R1())
+    casd = casd_certificate_for(world.se, se_key)
+    oce_key, csr = make_csr()
+    oce = ca_services.oce_request(actor=resolve_actor(world.provider_user, "provider-sp"), csr_pem=csr)
+    for cert, key in ((casd, se_key), (oce, oce_key)):
+        # both forms chain to the CA key and are for key agreement (an SCP11 leaf)
+        for form in (bytes(cert.gp_der), bytes(cert.der)):
+            leaf = verify_chain([form], root_key)
+            assert leaf.public_key.public_numbers() == key.public_key().public_numbers()
+            assert leaf.key_agreement
+        gp = GPCertificate.from_bytes(bytes(cert.gp_der))
+        assert gp.ca_identifier.hex() == ca.kloc_id
+        assert int.from_bytes(gp.serial, "big") == int(cert.serial, 16)
+        assert gp.expiry == cert.not_after.date()
+    assert GPCertificate.from_bytes(bytes(casd.gp_der)).subject_identifier == bytes.fromhex(world.se.serial)
+    assert GPCertificate.from_bytes(bytes(oce.gp_der)).subject_identifier == world.provider.pk.bytes
+
+
+def test_a_ca_whose_key_lives_in_a_pkcs11_token_issues_through_the_same_code_path(
+    world: Any, softhsm: Any, monkeypatch: Any
+) -> None:
+    import uuid
+
+    from keys import pkcs11 as p11
+
+    # given a non-extractable key pair in the token
+    for name, value in softhsm.env().items():
+        monkeypatch.setenv(name, value)
+    label = f"ca-{uuid.uuid4().hex[:8]}"
+    p11.create_signing_key(p11.Pkcs11Config.from_env(softhsm.env()), label)
+    _org_row, actor = _org("hsm-ca", ["CA"])
+    # when the CA is created on it and certifies an SE
+    ca = ca_services.ca_create(actor=actor, name="HSM root", signer_ref=f"pkcs11:{label}")
+    cert = ca_services.casd_certify(
+        actor=actor,
+        secure_element=world.se,
+        public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
+        ca=ca,
+    )
+    # then nothing is sealed, and root, leaf and CRL verify
+    assert (ca.signer_ref, bytes(ca.sealed_private_key)) == (f"pkcs11:{label}", b"")
+    root = x509.load_der_x509_certificate(bytes(ca.root_certificate))
+    root.verify_directly_issued_by(root)
+    x509.load_der_x509_certificate(bytes(cert.der)).verify_directly_issued_by(root)
+    assert x509.load_der_x509_crl(ca_services.crl_build(ca)).is_signature_valid(root.public_key())
