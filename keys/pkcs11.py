@@ -200,12 +200,17 @@ class _TokenSession:
         self.lock = threading.RLock()
         self._session: Any = None
         self._pid = 0
+        self.generation = 0
         self.serial = ""
         self._open(config)
 
     def _open(self, config: Pkcs11Config) -> None:
         pkcs11 = _pkcs11()
         lib = _library(config)
+        if self._session is not None and self._pid == os.getpid():
+            with contextlib.suppress(pkcs11.PKCS11Error):  # a dead session may not close
+                self._session.close()
+            self._session = None
         try:
             token = lib.get_token(token_label=config.token)
         except pkcs11.NoSuchToken:
@@ -236,6 +241,7 @@ class _TokenSession:
                 f"cannot open a session on the token {config.token!r} ({type(exc).__name__})"
             ) from None
         self._session = session
+        self.generation += 1  # object handles found on an older session are void
         self._pid = os.getpid()
         self.serial = str(
             token.serial.decode("ascii", "replace") if isinstance(token.serial, bytes) else token.serial
@@ -324,6 +330,7 @@ class Pkcs11MasterKey:
         pkcs11 = _pkcs11()
         self._config = config
         self._ts = _token_session(config)
+        self._handle: tuple[int, Any] | None = None
         A = pkcs11.Attribute
 
         def describe(session: Any) -> tuple[bytes, bool, bool, int]:
@@ -348,10 +355,14 @@ class Pkcs11MasterKey:
         return self._key_id
 
     def _key(self, session: Any) -> Any:
+        """The key object, found once per session (called under the token's lock)."""
         pkcs11 = _pkcs11()
+        if self._handle is not None and self._handle[0] == self._ts.generation:
+            return self._handle[1]
         key = _find(session, object_class=pkcs11.ObjectClass.SECRET_KEY, label=self._config.key_label)
         if key is None:
             raise VaultError("The vault's master key is no longer in the token.")
+        self._handle = (self._ts.generation, key)
         return key
 
     def wrap(self, data_key: bytes, *, aad: bytes) -> bytes:
@@ -422,6 +433,7 @@ class Pkcs11Signer:
         self._config = config
         self._label = label
         self._ts = _token_session(config)
+        self._handle: tuple[int, Any] | None = None
         A = pkcs11.Attribute
 
         def describe(session: Any) -> tuple[bytes, bytes]:
@@ -460,14 +472,18 @@ class Pkcs11Signer:
         h = digest.finalize()
 
         def op(session: Any) -> bytes:
-            private = _find(
-                session,
-                object_class=pkcs11.ObjectClass.PRIVATE_KEY,
-                label=self._label,
-                key_type=pkcs11.KeyType.EC,
-            )
-            if private is None:
-                raise VaultError("The signing key is no longer in the token.")
+            if self._handle is not None and self._handle[0] == self._ts.generation:
+                private = self._handle[1]
+            else:
+                private = _find(
+                    session,
+                    object_class=pkcs11.ObjectClass.PRIVATE_KEY,
+                    label=self._label,
+                    key_type=pkcs11.KeyType.EC,
+                )
+                if private is None:
+                    raise VaultError("The signing key is no longer in the token.")
+                self._handle = (self._ts.generation, private)
             return bytes(private.sign(h, mechanism=pkcs11.Mechanism.ECDSA))
 
         try:

@@ -157,6 +157,22 @@ def test_an_extractable_key_is_refused_as_a_master_key(softhsm: SoftHsm) -> None
         p11.Pkcs11MasterKey(config)
 
 
+def test_a_master_key_deleted_from_the_token_gives_a_vault_error(softhsm: SoftHsm) -> None:
+    import pkcs11
+
+    config, key = _master_key(softhsm)
+    wrapped = key.wrap(os.urandom(32), aad=b"")  # its handle is now cached
+
+    def destroy(session: Any) -> None:
+        session.get_key(object_class=pkcs11.ObjectClass.SECRET_KEY, label=config.key_label).destroy()
+
+    p11._token_session(config).run(config, destroy)
+    with pytest.raises(VaultError, match="no longer in the token"):
+        key.unwrap(wrapped, aad=b"")
+    _, other = _master_key(softhsm)  # the token is still usable afterwards
+    assert other.unwrap(other.wrap(b"k" * 32, aad=b""), aad=b"") == b"k" * 32
+
+
 def test_the_key_id_is_stable_public_and_differs_per_key(softhsm: SoftHsm) -> None:
     config, key = _master_key(softhsm)
     assert p11.Pkcs11MasterKey(config).key_id == key.key_id
