@@ -15,6 +15,8 @@ Example (``python -m agent init`` writes one)::
     max_s = 3600.0
     backoff_base_s = 2.0    # after a failed exchange: full jitter in [0, min(cap, base·2^n)]
     backoff_cap_s = 600.0
+    wait_s = 0.0            # long poll: let the portal hold an idle exchange up to this long for
+                            # work (0 = plain polling; must stay below timeouts.read_s; at most 25)
 
     [timeouts]
     connect_s = 10.0
@@ -42,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.errors import ConfigError
+from agent.protocol import MAX_WAIT
 
 __all__ = [
     "AgentConfig",
@@ -64,9 +67,15 @@ class PollSettings:
     max_s: float = 3600.0
     backoff_base_s: float = 2.0
     backoff_cap_s: float = 600.0
+    wait_s: float = 0.0
 
     def clamp(self, delay: float) -> float:
         return min(max(delay, self.min_s), self.max_s)
+
+    def after_long_poll(self, delay: float) -> float:
+        """The delay after an empty answer to a long poll: the portal already held the exchange,
+        so its ``poll_after`` (0 when it held it to the end) is honoured below ``min_s``."""
+        return min(max(delay, 0.05), self.max_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,7 @@ class AgentConfig:
             "max_s": self.poll.max_s,
             "backoff_base_s": self.poll.backoff_base_s,
             "backoff_cap_s": self.poll.backoff_cap_s,
+            "wait_s": self.poll.wait_s,
         }
         out["timeouts"] = {"connect_s": self.timeouts.connect_s, "read_s": self.timeouts.read_s}
         return out
@@ -283,7 +293,7 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
             raise r.fail("ca_file", f"{ca_file} is missing or unreadable")
 
     poll_table = r.table(raw, "poll")
-    r.unknown(poll_table, _POLL, "poll")
+    r.unknown(poll_table, _POLL | {"wait_s"}, "poll")
     defaults = PollSettings()
     poll_values = {
         key: r.number(poll_table, key, "poll", lo=0.01, hi=86400.0)
@@ -291,6 +301,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         else getattr(defaults, key)
         for key in _POLL
     }
+    if "wait_s" in poll_table:
+        poll_values["wait_s"] = r.number(poll_table, "wait_s", "poll", lo=0.0, hi=MAX_WAIT)
     poll = PollSettings(**poll_values)
     if poll.min_s > poll.max_s:
         raise r.fail("poll.min_s", f"({poll.min_s:g}) must not exceed poll.max_s ({poll.max_s:g})")
@@ -305,6 +317,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
             for key in _TIMEOUTS
         }
     )
+    if poll.wait_s and poll.wait_s + 5 > timeouts.read_s:
+        raise r.fail("poll.wait_s", f"({poll.wait_s:g}) must stay 5 s below timeouts.read_s ({timeouts.read_s:g})")
     identity_key = r.path_value(raw, "identity_key")
     try:
         load_identity_key(identity_key)

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_COMMANDS",
     "MAX_ITEMS",
+    "MAX_WAIT",
     "PROTOCOL_VERSION",
     "STATUSES",
     "Command",
@@ -66,6 +67,7 @@ MAX_KIND = 32
 MAX_DEADLINE = 64
 MAX_CHANNEL = 19  # ISO/IEC 7816-4 logical channels 0..19
 MAX_POLL_AFTER = 86400.0
+MAX_WAIT = 25.0  # longest an idle exchange may be held open for work (long poll)
 MAX_INFO_MEMBERS = 32
 MAX_INFO_KEY = 64
 MAX_INFO_STRING = 256
@@ -363,8 +365,15 @@ class ExchangeRequest:
     agent: Mapping[str, Any] = field(default_factory=dict)
     results: tuple[WorkResult, ...] = ()
     health: Mapping[str, Any] = field(default_factory=dict)
+    wait: float = 0.0  # seconds the agent lets the server hold this exchange until work appears
 
     def __post_init__(self) -> None:
+        wait = self.wait
+        if isinstance(wait, bool) or not isinstance(wait, int | float):
+            raise _fail("wait", f"must be a number, got {_type_name(wait)}")
+        if not (0 <= wait <= MAX_WAIT) or math.isnan(wait):
+            raise _fail("wait", f"must be in 0..{MAX_WAIT:g} seconds")
+        object.__setattr__(self, "wait", float(wait))
         for name in ("agent", "health"):
             value = getattr(self, name)
             if not isinstance(value, Mapping):
@@ -379,22 +388,25 @@ class ExchangeRequest:
                 raise _fail(f"results[{i}]", "must be a WorkResult")
 
     def to_json(self) -> Json:
-        return {
+        out: Json = {
             "protocol": PROTOCOL_VERSION,
             "agent": dict(self.agent),
             "results": [r.to_json() for r in self.results],
             "health": dict(self.health),
         }
+        if self.wait:
+            out["wait"] = self.wait
+        return out
 
     @classmethod
     def from_json(cls, obj: object) -> Self:
-        o = _object(obj, "", ("protocol", "agent", "results", "health"))
+        o = _object(obj, "", ("protocol", "agent", "results", "health"), ("wait",))
         _check_protocol(o)
         agent = _info(o["agent"], "agent")
         raw = _list(o["results"], "results", max_len=MAX_ITEMS)
         results = tuple(_prefixed(f"results[{i}]", WorkResult.from_json, r) for i, r in enumerate(raw))
         health = _info(o["health"], "health")
-        return cls(agent, results, health)
+        return cls(agent, results, health, o.get("wait", 0.0))
 
 
 @dataclass(frozen=True, slots=True)

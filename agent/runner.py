@@ -12,6 +12,9 @@ One cycle (:meth:`Runner.run_once`), TEEP-over-HTTP's shape (docs/agent-protocol
    ``kind`` or a passed ``deadline`` is ``rejected`` without touching the card.
 4. While work flows (or results are left over), post again at once; an answer with no work ends
    the cycle, and its ``poll_after`` — clamped to the configured bounds — is the delay returned.
+   With ``[poll] wait_s`` set (long poll), every exchange asks the portal to hold it up to that
+   long until work appears; the portal answers a long poll it held to the end with a short
+   ``poll_after`` that is honoured below ``min_s``, so an online agent is always listening.
 
 :meth:`Runner.run_forever` repeats cycles until its stop event is set (SIGTERM/SIGINT through
 :func:`install_signal_handlers`); a :class:`~agent.errors.TransportError` is answered with
@@ -134,7 +137,10 @@ class Runner:
         for _round in range(MAX_ROUNDS):
             results, pending = self._batch()
             request = ExchangeRequest(
-                agent=self.agent_info(), results=tuple(results), health=self._health(pending)
+                agent=self.agent_info(),
+                results=tuple(results),
+                health=self._health(pending),
+                wait=self.config.poll.wait_s,
             )
             response = self.transport.exchange(request)
             acked = self.journal.ack(response.acks)
@@ -161,6 +167,8 @@ class Runner:
             if stop is not None and stop.is_set():
                 return 0.0
             if not response.work and not card_lost and len(results) >= pending:
+                if request.wait:
+                    return self.config.poll.after_long_poll(response.poll_after)
                 return self.config.poll.clamp(response.poll_after)
         log.warning("event=busy rounds=%d", MAX_ROUNDS)
         return self.config.poll.min_s

@@ -100,6 +100,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--gateways", type=int, default=8)
     parser.add_argument("--mode", choices=["precomputed", "interactive", "both"], default="both")
+    parser.add_argument("--wait", type=float, default=20.0, help="agents' long-poll wait_s (0: plain polling)")
+    parser.add_argument("--concurrency", type=int, default=0, help="prefork worker processes (0: one solo worker)")
     args = parser.parse_args()
 
     from tests.e2e.conftest import start_stack
@@ -107,15 +109,21 @@ def main() -> int:
     modes = ["precomputed", "interactive"] if args.mode == "both" else [args.mode]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tessera-bench-jobs-") as tmp:
-        with start_stack(Path(tmp), LOG_LEVEL="WARNING", TESSERA_JOB_NO_SHOW_SECONDS="600") as stack:
-            gateways = [stack.gateway(f"bench-{n}", f"BENCH-GW-{n:03d}") for n in range(args.gateways)]
+        with start_stack(
+            Path(tmp), worker_concurrency=args.concurrency, LOG_LEVEL="WARNING", TESSERA_JOB_NO_SHOW_SECONDS="600"
+        ) as stack:
+            gateways = [
+                stack.gateway(f"bench-{n}", f"BENCH-GW-{n:03d}", wait_s=args.wait) for n in range(args.gateways)
+            ]
             for gw in gateways:
                 stack.start_agent(gw)
             time.sleep(2.0)  # every agent has polled once
             for i, mode in enumerate(modes):
                 results[mode] = _measure(stack, gateways, args.jobs, mode, tag=f"B{i}")
+    worker = f"prefork x{args.concurrency}" if args.concurrency else "solo"
+    polling = f"long poll wait_s {args.wait:g}" if args.wait else "plain polling every 1 s"
     print(f"bench.job_latency: {args.jobs} create_security_domain jobs per mode, {args.gateways} soft-card agents "
-          f"(python -m agent run), daphne + 1 Celery worker (solo), poll delay 1 s, hold 1500 ms, "
+          f"(python -m agent run, {polling}), daphne + 1 Celery worker ({worker}), hold 1500 ms, "
           f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")  # fmt: skip
     for mode, result in results.items():
         _report(mode, result)

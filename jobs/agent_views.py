@@ -7,7 +7,6 @@ The view is async so that holding an answer for work that is about to appear cos
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from agent import httpsig
 from agent.protocol import MAX_BODY_BYTES, ExchangeRequest, ExchangeResponse, ProtocolError, decode
 from devices.identity import resolve_identity
+from jobs import wake
 from jobs.engine import has_work_key
 from jobs.exchange import collect_work, exchange
 
@@ -61,18 +61,18 @@ def _authenticate(request: HttpRequest, body: bytes) -> str:
 
 def _handle(
     request: HttpRequest, body: bytes
-) -> tuple[JsonResponse | None, str, ExchangeResponse | None, bool]:
+) -> tuple[JsonResponse | None, str, ExchangeResponse | None, float, bool]:
     try:
         device_id = _authenticate(request, body)
     except httpsig.SignatureError as exc:
         log.info("agent refused reason=%s", exc.code)
-        return _refuse(401, exc.code, str(exc)), "", None, False
+        return _refuse(401, exc.code, str(exc)), "", None, 0.0, False
     try:
         message = ExchangeRequest.from_json(decode(body))
     except ProtocolError as exc:
-        return _refuse(400, "malformed_request", str(exc)), device_id, None, False
+        return _refuse(400, "malformed_request", str(exc)), device_id, None, 0.0, False
     response, hold = exchange(device_id, message)
-    return None, device_id, response, hold
+    return None, device_id, response, hold, bool(message.wait)
 
 
 @csrf_exempt
@@ -90,18 +90,23 @@ async def exchange_view(request: HttpRequest) -> JsonResponse:
     body = request.body
     if len(body) > MAX_BODY_BYTES:
         return _refuse(413, "body_too_large", f"The body is limited to {MAX_BODY_BYTES} bytes.")
-    refusal, device_id, answer, hold = await sync_to_async(_handle, thread_sensitive=False)(request, body)
+    refusal, device_id, answer, hold, long_poll = await sync_to_async(_handle, thread_sensitive=False)(
+        request, body
+    )
     if refusal is not None:
         return refusal
     assert answer is not None
-    if hold and settings.TESSERA_AGENT_HOLD_MS:
-        deadline = time.monotonic() + settings.TESSERA_AGENT_HOLD_MS / 1000
+    if hold > 0:
         get = sync_to_async(cache.get, thread_sensitive=False)
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            if await get(has_work_key(device_id)):
-                work = await sync_to_async(collect_work, thread_sensitive=False)(device_id)
-                if work:
-                    answer = ExchangeResponse(acks=answer.acks, work=tuple(work), poll_after=0.0)
-                    break
+
+        async def ready() -> bool:
+            return bool(await get(has_work_key(device_id)))
+
+        if await wake.hold(device_id, hold, ready):
+            work = await sync_to_async(collect_work, thread_sensitive=False)(device_id)
+            if work:
+                return JsonResponse(ExchangeResponse(acks=answer.acks, work=tuple(work), poll_after=0.0).to_json())
+        if long_poll:
+            # Held to the end: the agent may ask again at once (it is listening, not polling).
+            answer = ExchangeResponse(acks=answer.acks, work=(), poll_after=0.0)
     return JsonResponse(answer.to_json())

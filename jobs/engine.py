@@ -71,9 +71,13 @@ def has_work_key(device_id: Any) -> str:
 
 
 def mark_has_work(device_id: Any) -> None:
+    """Set the device's has-work marker and wake its held exchange, if any (after commit)."""
     from django.core.cache import cache
 
+    from jobs.wake import wake
+
     cache.set(has_work_key(device_id), 1, timeout=None)
+    wake(device_id)
 
 
 # --- compiling -------------------------------------------------------------------------------
@@ -122,7 +126,11 @@ def _next_kvn(job: Job) -> int:
 
 
 def _isd(job: Job) -> SecurityDomain:
-    return SecurityDomain.objects.get(secure_element=job.secure_element, is_isd=True)
+    """The SE's ISD (it never changes), read once per loaded job."""
+    isd = job.__dict__.get("_isd")
+    if isd is None:
+        isd = job.__dict__["_isd"] = SecurityDomain.objects.get(secure_element=job.secure_element, is_isd=True)
+    return isd
 
 
 def _keyset_for(job: Job, sd_aid: str) -> Any:
@@ -584,8 +592,19 @@ def _after_reconcile(job: Job, step: JobStep, spec: S.StepSpec, outcome: ScriptO
 
 
 def _continue(job: Job) -> None:
-    """Compile the next step now (same transaction), or finish."""
-    transaction.on_commit(lambda: _enqueue(job.id))
+    """Compile the next step (or finish) once this transaction commits, in this same task: one
+    broker round trip per step less than enqueueing ``jobs.advance``. Should that fail (or the
+    process die before it runs), ``jobs.advance`` is enqueued (or the sweeper finds the job)."""
+    job_id = job.id
+
+    def advance_now() -> None:
+        try:
+            job_advance(job_id)
+        except Exception:  # noqa: BLE001 - the task retries it, with its own connection and budget
+            log.warning("inline advance failed job=%s; enqueued instead", job_id, exc_info=True)
+            _enqueue(job_id)
+
+    transaction.on_commit(advance_now)
 
 
 def _enqueue(job_id: Any, countdown: float = 0) -> None:

@@ -121,9 +121,21 @@ def collect_work(device_id: str, *, limit: int = 8) -> list[WorkItem]:
     return items
 
 
-def exchange(device_id: str, request: ExchangeRequest) -> tuple[ExchangeResponse, bool]:
-    """One exchange. Returns the answer and whether to hold it for work about to appear: true when
-    the agent reported results (work is flowing) and nothing is ready yet."""
+def hold_seconds(request: ExchangeRequest) -> float:
+    """How long an exchange that found no work may be held open for work about to appear.
+
+    After results (work is flowing: the next step is being compiled) up to
+    ``TESSERA_AGENT_HOLD_MS``; an agent that asked to ``wait`` (long poll) up to that, capped by
+    ``TESSERA_AGENT_LONG_POLL_SECONDS`` (0 turns long polling off)."""
+    held = settings.TESSERA_AGENT_HOLD_MS / 1000 if request.results else 0.0
+    if request.wait:
+        held = max(held, min(request.wait, float(settings.TESSERA_AGENT_LONG_POLL_SECONDS)))
+    return held
+
+
+def exchange(device_id: str, request: ExchangeRequest) -> tuple[ExchangeResponse, float]:
+    """One exchange. Returns the answer and how long it may be held for work (``hold_seconds``)
+    when none is ready yet (0 when there is work or nothing to wait for)."""
     touch_last_seen(device_id)
     acks: list[str] = []
     if request.results:
@@ -132,7 +144,7 @@ def exchange(device_id: str, request: ExchangeRequest) -> tuple[ExchangeResponse
     if cache.get(has_work_key(device_id)):
         work = collect_work(device_id)
     response = ExchangeResponse(acks=tuple(acks), work=tuple(work), poll_after=0.0 if work else poll_delay())
-    return response, bool(request.results) and not work
+    return response, 0.0 if work else hold_seconds(request)
 
 
 def flush_last_seen(device_ids: list[Any]) -> int:

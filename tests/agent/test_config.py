@@ -52,6 +52,13 @@ def test_poll_and_timeouts_tables_are_read(tmp_path: Path, key_file: Path) -> No
     assert (config.poll.min_s, config.poll.max_s, config.poll.backoff_cap_s) == (2.0, 90.5, 30.0)
     assert config.timeouts.read_s == 5.0
     assert config.poll.clamp(1) == 2.0 and config.poll.clamp(1000) == 90.5
+    assert config.poll.wait_s == 0
+
+
+def test_a_long_poll_wait_is_read_and_must_stay_below_the_read_timeout(tmp_path: Path, key_file: Path) -> None:
+    config = load_config(_write(tmp_path, GOOD + "[poll]\nwait_s = 20\n[timeouts]\nread_s = 30\n"))
+    assert config.poll.wait_s == 20.0
+    assert load_config(_write(tmp_path, GOOD + "[poll]\nwait_s = 0\n")).poll.wait_s == 0
 
 
 @pytest.mark.parametrize(
@@ -75,6 +82,9 @@ def test_poll_and_timeouts_tables_are_read(tmp_path: Path, key_file: Path) -> No
         (GOOD + "[poll]\nmin_s = -1\n", "poll.min_s"),
         (GOOD + "[poll]\nmin_s = 100\nmax_s = 10\n", "poll.min_s"),
         (GOOD + "[timeouts]\nread_s = 0\n", "timeouts.read_s"),
+        (GOOD + "[poll]\nwait_s = 26\n", "poll.wait_s"),
+        (GOOD + "[poll]\nwait_s = -1\n", "poll.wait_s"),
+        (GOOD + "[poll]\nwait_s = 20\n[timeouts]\nread_s = 22\n", "poll.wait_s"),
         (GOOD + "poll = 3\n", "poll"),
         (GOOD.replace("identity.pem", "other.pem"), "identity_key"),
     ],

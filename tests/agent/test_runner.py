@@ -229,6 +229,22 @@ def test_the_server_poll_delay_is_clamped_to_the_configured_bounds(config, soft_
     assert _runner(config, FakeServer(poll_after=86400), soft_backend, journal).run_once() == 600.0
 
 
+def test_a_long_polling_agent_asks_to_wait_and_listens_again_at_once(config, soft_backend, journal) -> None:
+    from dataclasses import replace
+
+    long_poll = replace(config, poll=replace(config.poll, wait_s=20.0))
+    server = FakeServer(poll_after=0)
+    # the portal held the exchange to the end and answered poll_after 0: ask again (almost) at once
+    assert _runner(long_poll, server, soft_backend, journal).run_once() == 0.05
+    assert server.requests[-1].wait == 20.0
+    # a portal that did not hold answers its usual delay, which is honoured (clamped to max_s only)
+    assert _runner(long_poll, FakeServer(poll_after=7), soft_backend, journal).run_once() == 7
+    # a plain-polling agent never asks to wait
+    plain = FakeServer(poll_after=0)
+    _runner(config, plain, soft_backend, journal).run_once()
+    assert plain.requests[-1].wait == 0
+
+
 def test_log_lines_never_carry_apdu_data(config, soft_backend, journal, caplog) -> None:
     server = FakeServer(queue=[script("i1", (SELECT_ISD, ("9000",)), (PUT_KEY, ()))])
     with caplog.at_level(logging.DEBUG, logger="agent"):

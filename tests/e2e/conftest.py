@@ -171,10 +171,12 @@ class Stack:
             raise AssertionError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
         return out.stdout
 
-    def start_worker(self, name: str = "worker") -> subprocess.Popen[Any]:
+    def start_worker(self, name: str = "worker", *, concurrency: int = 0) -> subprocess.Popen[Any]:
+        """A Celery worker: ``--pool=solo`` by default, prefork with ``concurrency`` processes if > 0."""
+        pool = ["--pool=prefork", f"--concurrency={concurrency}"] if concurrency else ["--pool=solo"]
         proc = self.spawn(
             name,
-            [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool=solo", "-n", f"{name}@e2e",
+            [sys.executable, "-m", "celery", "-A", "portal", "worker", *pool, "-n", f"{name}@e2e",
              "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"],
         )  # fmt: skip
         wait_for(lambda: "ready." in self.log(name) or proc.poll() is not None, 60, f"{name} ready")
@@ -237,7 +239,8 @@ class Stack:
 
     # -- gateways --
 
-    def gateway(self, name: str, serial: str, *, backend: str = "soft") -> Gateway:
+    def gateway(self, name: str, serial: str, *, backend: str = "soft", wait_s: float = 0.0) -> Gateway:
+        """A gateway enrolled for the SE issuer; ``wait_s`` > 0 makes its agent long-poll."""
         directory = self.tmp / "gateways" / name
         directory.mkdir(parents=True)
         gw = Gateway(
@@ -265,20 +268,18 @@ class Stack:
         init = json.loads(out.stdout)
         if backend == "soft":
             gw.isd_keys = json.loads(Path(init["isd_keys_file"]).read_text())
-        self._fast_polls(gw.config)
+        self._fast_polls(gw.config, wait_s)
         self._enrol(gw, init)
         self.gateways[name] = gw
         return gw
 
-    def _fast_polls(self, config: Path) -> None:
+    def _fast_polls(self, config: Path, wait_s: float = 0.0) -> None:
         sys.path.insert(0, str(ROOT))
         from agent.config import PollSettings, load_config, write_config
 
         current = load_config(config)
-        write_config(
-            config,
-            replace(current, poll=PollSettings(min_s=0.2, max_s=1.0, backoff_base_s=0.2, backoff_cap_s=1.0)),
-        )
+        poll = PollSettings(min_s=0.2, max_s=1.0, backoff_base_s=0.2, backoff_cap_s=1.0, wait_s=wait_s)
+        write_config(config, replace(current, poll=poll))
 
     def _enrol(self, gw: Gateway, init: dict[str, Any]) -> None:
         se = init["se"]
@@ -399,9 +400,10 @@ def _start_pcscd() -> tuple[subprocess.Popen[Any] | None, str]:
 
 
 @contextlib.contextmanager
-def start_stack(tmp: Path, **overrides: str) -> Iterator[Stack]:
-    """The whole stack in ``tmp`` (module docstring); ``overrides`` are extra environment values.
-    Used by the ``stack`` fixture and by ``bench/`` (which then runs without pytest)."""
+def start_stack(tmp: Path, *, worker_concurrency: int = 0, **overrides: str) -> Iterator[Stack]:
+    """The whole stack in ``tmp`` (module docstring); ``overrides`` are extra environment values,
+    ``worker_concurrency`` > 0 a prefork worker instead of the solo one. Used by the ``stack``
+    fixture and by ``bench/`` (which then runs without pytest)."""
     if not port_open(PG_HOST, PG_PORT):
         service_unavailable(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT}")
     redis_server = shutil.which("redis-server")
@@ -469,7 +471,7 @@ def start_stack(tmp: Path, **overrides: str) -> Iterator[Stack]:
                 "portal.asgi:application",
             ],
         )
-        stack.start_worker("worker")
+        stack.start_worker("worker", concurrency=worker_concurrency)
         stack.spawn(
             "beat",
             [sys.executable, "-m", "celery", "-A", "portal", "beat", "-l", "info",
