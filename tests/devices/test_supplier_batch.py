@@ -329,3 +329,28 @@ def test_agent_init_with_an_import_key_writes_a_wrapped_record_that_uploads(
     assert agent_main([*argv[:5], "--serial", "GW-9", "--sei", "x", "--force"]) == 2
     pem.write_text("not a key")
     assert agent_main([*argv, "--force"]) == 2
+
+
+def test_with_a_certificate_authority_each_casd_key_is_certified_at_upload(supply: Any) -> None:
+    from keys.models import Certificate
+    from tests.support.ca import make_ca
+
+    # given a deployment with one Controlling Authority
+    make_ca()
+    rows, _ = _rows(supply, 2)
+    rows[1].pop("casd_public_key")
+    # when the supplier uploads
+    report = _upload(supply, rows).json()["rows"]
+    # then the SE with a CASD key is certified for that key, the other says it has none
+    assert report[0]["casd"]["state"] == "certified", report[0]
+    cert = Certificate.objects.get(pk=report[0]["casd"]["certificate"])
+    se = SecureElement.objects.get(pk=report[0]["id"])
+    assert cert.secure_element_id == se.pk
+    assert report[1]["casd"]["state"] == "none" and report[1]["status"] == "created"
+
+
+def test_without_a_certificate_authority_the_se_is_kept_uncertified_and_the_row_says_so(supply: Any) -> None:
+    rows, _ = _rows(supply, 1)
+    entry = _upload(supply, rows).json()["rows"][0]
+    assert (entry["status"], entry["casd"]["state"]) == ("created", "uncertified")
+    assert "certificate authority" in entry["casd"]["detail"].lower()
