@@ -3,6 +3,7 @@ public roots and CRLs with their content types, revocation, strangers' 404s."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
@@ -211,3 +212,16 @@ def test_pages_list_show_request_and_revoke(world: Any) -> None:
     assert (cert.status, cert.revocation_reason) == ("revoked", "privilege_withdrawn")
     # a stranger's browser sees nothing
     assert _browser(world.stranger_user).get(f"/o/stranger-sp/certificates/{cert.pk}/").status_code == 404
+
+
+def test_the_demo_controlling_authority_has_a_root(db: Any) -> None:
+    from django.core.management import call_command
+
+    from keys.models import CertificateAuthority
+
+    call_command("seed_demo", stdout=io.StringIO())
+    ca = CertificateAuthority.objects.get()
+    assert (ca.owner.slug, ca.status) == ("trustroot-ca", "active")
+    x509.load_der_x509_certificate(bytes(ca.root_certificate)).verify_directly_issued_by(
+        x509.load_der_x509_certificate(bytes(ca.root_certificate))
+    )

@@ -16,6 +16,7 @@ from django.db import transaction
 
 from devices import services as device_services
 from devices.models import DeviceKind, SecureElementKind
+from keys.ca import ca_create
 from tenants.access import Actor
 from tenants.models import Consent, Contract, MemberRole, Membership, Organisation, OrgRole, OrgStatus
 from tenants.services import mandate_grant
@@ -81,6 +82,8 @@ class Command(BaseCommand):
             Membership.objects.create(user=user, org=org, role=MemberRole.OWNER)
             orgs[slug] = org
             actors[slug] = Actor(user=user, org=org, member_role=MemberRole.OWNER)
+        # The Controlling Authority's root (key sealed in its vault): it certifies CASDs and OCEs.
+        ca_create(actor=actors["trustroot-ca"], name="TrustRoot Root CA")
 
         def fleet(
             maker: str,
