@@ -26,13 +26,18 @@ from django.db import transaction
 DEMO_GATEWAYS = ["MTR-0001", "MTR-0002", "OBU-0001", "GW-0001"]
 
 
+DEMO_WAIT_S = 20.0  # long-poll wait of the demo gateways: jobs start the moment they are compiled
+
+
 class Command(BaseCommand):
     help = "Start the portal with simulated gateways (embedded default demo)."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--prepare-only", action="store_true", help="Enrol the demo gateways, start nothing.")
+        parser.add_argument(
+            "--prepare-only", action="store_true", help="Enrol the demo gateways, start nothing."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         server = f"http://{options['host']}:{options['port']}"
@@ -42,16 +47,32 @@ class Command(BaseCommand):
             return
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         procs: list[subprocess.Popen[bytes]] = []
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]), "portal.asgi:application"],
-            env=env,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "daphne",
+                    "-b",
+                    options["host"],
+                    "-p",
+                    str(options["port"]),
+                    "portal.asgi:application",
+                ],
+                env=env,
+            )
+        )
         logs = Path(settings.VAR_DIR) / "gateways"
         for config in configs:
             log = open(config.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(config)], env=env, stdout=log, stderr=log
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "agent", "run", "--config", str(config)],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
         self.stdout.write(f"Simulated gateways: {', '.join(DEMO_GATEWAYS)} (logs in {logs})")
         stop = threading.Event()
         threading.Thread(target=self._sweeper, args=(stop,), daemon=True).start()
@@ -101,21 +122,46 @@ class Command(BaseCommand):
             from agent.config import load_config, write_config
 
             current = load_config(config)
-            if current.server_url.rstrip("/") != server:
-                write_config(config, replace(current, server_url=server))
+            if current.server_url.rstrip("/") != server or current.poll.wait_s != DEMO_WAIT_S:
+                poll = replace(current.poll, wait_s=DEMO_WAIT_S)
+                write_config(config, replace(current, server_url=server, poll=poll))
             return config
         directory.mkdir(parents=True, exist_ok=True)
         out = subprocess.run(
-            [sys.executable, "-m", "agent", "init", "--config", str(config), "--server", server, "--serial", serial,
-             "--backend", f"soft:{directory / 'card.se'}", "--force"],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "init",
+                "--config",
+                str(config),
+                "--server",
+                server,
+                "--serial",
+                serial,
+                "--backend",
+                f"soft:{directory / 'card.se'}",
+                "--force",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         info = json.loads(out.stdout)
+        from dataclasses import replace as _replace
+
+        from agent.config import load_config as _load
+        from agent.config import write_config as _write
+
+        written = _load(config)  # the demo's gateways are online: they long-poll (DESIGN §8)
+        _write(config, _replace(written, poll=_replace(written.poll, wait_s=DEMO_WAIT_S)))
         isd_keys = json.loads(Path(info["isd_keys_file"]).read_text())
         se = device.secure_elements.select_related("issuer").first()
         with transaction.atomic():
             pem = info["identity_public_key"]
-            Device.objects.filter(pk=device.pk).update(identity_public_key=pem, identity_key_id=identity_key_id(pem))
+            Device.objects.filter(pk=device.pk).update(
+                identity_public_key=pem, identity_key_id=identity_key_id(pem)
+            )
             forget_identity(device.identity_key_id)
             if se is not None:
                 se.serial = info["se"]["serial"]
@@ -127,10 +173,16 @@ class Command(BaseCommand):
                     current.delete()  # the seed's placeholder record, never a real card's keys
                 issuer_actor = Actor(user=None, org=se.issuer, member_role=MemberRole.OWNER)
                 keyset_import(
-                    actor=issuer_actor, security_domain=isd, kvn=int(info["se"]["kvn"]),
-                    keys=StaticKeys(enc=bytes.fromhex(isd_keys["enc"]), mac=bytes.fromhex(isd_keys["mac"]),
-                                    dek=bytes.fromhex(isd_keys["dek"])),
-                    sequence_counter=int(info["se"]["sequence_counter"]), i_param=int(info["se"]["i_param"]),
+                    actor=issuer_actor,
+                    security_domain=isd,
+                    kvn=int(info["se"]["kvn"]),
+                    keys=StaticKeys(
+                        enc=bytes.fromhex(isd_keys["enc"]),
+                        mac=bytes.fromhex(isd_keys["mac"]),
+                        dek=bytes.fromhex(isd_keys["dek"]),
+                    ),
+                    sequence_counter=int(info["se"]["sequence_counter"]),
+                    i_param=int(info["se"]["i_param"]),
                 )
         self.stdout.write(f"gateway {serial}: enrolled (key id {info['key_id'][:16]}…)")
         return config
