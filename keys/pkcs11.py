@@ -596,15 +596,6 @@ def create_signing_key(config: Pkcs11Config, label: str) -> Pkcs11Signer:
     return Pkcs11Signer(config, label)
 
 
-def _reset_for_tests() -> None:
-    """Close every session (tests switching tokens); libraries stay loaded."""
-    with _registry_lock:
-        for ts in _tokens.values():
-            with contextlib.suppress(Exception):  # closing a dead session is not an error
-                ts._session.close()
-        _tokens.clear()
-
-
 __all__ = [
     "Pkcs11Config",
     "Pkcs11MasterKey",

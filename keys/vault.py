@@ -381,14 +381,14 @@ def _data_key(org_id: UUID, *, create: bool) -> bytes:
     if row is None:
         if not create:
             raise VaultError("Nothing was ever sealed for this organisation.")
-        backend = _wrapping_backend()
+        wrapping = _wrapping_backend()
         fresh = os.urandom(32)
         try:
             with transaction.atomic():
                 row = OrgDataKey.objects.create(
                     org_id=org_id,
-                    wrapped=backend.wrap(fresh, aad=_wrap_aad(org_id)),
-                    master_key_id=backend.key_id,
+                    wrapped=wrapping.wrap(fresh, aad=_wrap_aad(org_id)),
+                    master_key_id=wrapping.key_id,
                 )
         except IntegrityError:
             # Another request created it first: use theirs.

@@ -21,6 +21,7 @@ def softhsm(tmp_path_factory: Any) -> Iterator[SoftHsm]:
     library = softhsm_library()
     if library is None:
         service_unavailable("SoftHSMv2 is not installed (apt-get install softhsm2)")
+    assert library is not None
     hsm = SoftHsm.create(library, tmp_path_factory.mktemp("softhsm"))
     hsm.init_token("vault")
     hsm.init_token("other")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def _master_key(hsm: SoftHsm, label: str | None = None) -> tuple[p11.Pkcs11Confi
 
 
 @pytest.fixture
-def pkcs11_vault(softhsm: SoftHsm, monkeypatch: Any, settings: Any) -> p11.Pkcs11MasterKey:
+def pkcs11_vault(softhsm: SoftHsm, monkeypatch: Any, settings: Any) -> Iterator[p11.Pkcs11MasterKey]:
     """The process's vault on a fresh master key in the token (TESSERA_VAULT_BACKEND=pkcs11)."""
     label = _label()
     for name, value in softhsm.env(key_label=label).items():
@@ -363,7 +364,7 @@ def test_a_forked_child_logs_in_again_and_uses_the_key(softhsm: SoftHsm) -> None
 
 
 @pytest.fixture
-def local_key(monkeypatch: Any, settings: Any) -> bytes:
+def local_key(monkeypatch: Any, settings: Any) -> Iterator[bytes]:
     key = os.urandom(32)
     monkeypatch.setenv(vault.MASTER_KEY_ENV, base64.b64encode(key).decode())
     settings.TESSERA_VAULT_BACKEND = "local"
@@ -504,7 +505,7 @@ def test_rewrap_local_to_pkcs11_killed_between_and_inside_transactions_then_resu
     softhsm: SoftHsm, local_key: bytes, tmp_path: Path, monkeypatch: Any, settings: Any
 ) -> None:
     # given: 30 organisations with a sealed secret each, under the local master key
-    orgs = [f.OrganisationFactory() for _ in range(30)]
+    orgs: list[Any] = [f.OrganisationFactory() for _ in range(30)]
     secrets_by_org = {o.pk: os.urandom(48) for o in orgs}
     blobs = {
         oid: vault_seal(org_id=oid, purpose="keyset:x", plaintext=s) for oid, s in secrets_by_org.items()
@@ -570,7 +571,7 @@ def test_rewrap_pkcs11_to_pkcs11_and_local_to_local(
     softhsm: SoftHsm, local_key: bytes, tmp_path: Path, monkeypatch: Any, settings: Any
 ) -> None:
     # given: organisations sealed under the local key
-    orgs = [f.OrganisationFactory() for _ in range(4)]
+    orgs: list[Any] = [f.OrganisationFactory() for _ in range(4)]
     blobs = {o.pk: vault_seal(org_id=o.pk, purpose="p", plaintext=o.pk.bytes) for o in orgs}
     # when: local -> local
     second = os.urandom(32)
@@ -618,7 +619,7 @@ def test_rewrap_pkcs11_to_pkcs11_and_local_to_local(
 def test_rewrap_reports_rows_it_cannot_open_and_exits_non_zero(
     softhsm: SoftHsm, local_key: bytes, tmp_path: Path
 ) -> None:
-    org = f.OrganisationFactory()
+    org: Any = f.OrganisationFactory()
     vault_seal(org_id=org.pk, purpose="p", plaintext=b"x")
     OrgDataKey.objects.filter(org=org).update(master_key_id="local:ffffffffffffffff")
     label = _label()
