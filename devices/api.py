@@ -33,18 +33,22 @@ from devices import batch, selectors, services
 from devices import serializers as s
 from devices.models import Device, SecureElement, SecureElementKind, SecurityDomain
 from gp.card.manufacture import BATCH_COLUMNS
-from keys import handover
+from keys import handover, rotation
 from keys import selectors as key_selectors
 from keys import services as key_services
-from keys.serializers import KeySetOut
+from keys.access import KEY_MANDATE_ACTIONS
+from keys.serializers import KeySetListOut, KeySetOut
 from portal.api import ON_BEHALF_PARAM, ListMixin, NoInput, OrgScopedAPIView, StrictSerializer
+from portal.errors import InvalidError, NotFoundError
 from tenants.access import Action, Actor, get_visible, visible_to
 
 
-def key_sets_context(actor: Actor, sd_ids: list[Any]) -> dict[Any, Any]:
-    """KCV views of the key sets the actor may see, by SD id."""
+def key_sets_context(actor: Actor, sd_ids: list[Any], device: Device | None = None) -> dict[Any, Any]:
+    """KCV views of the key sets the actor may see, by SD id, each with its key-policy assessment
+    (against ``device``'s end of service when the SDs are all on it)."""
+    ctx = {"end_of_service": device.end_of_service} if device is not None else {}
     return {
-        sd_id: KeySetOut(sets, many=True).data
+        sd_id: KeySetOut(sets, many=True, context=ctx).data
         for sd_id, sets in key_selectors.keysets_by_sd(actor, sd_ids).items()
     }
 
@@ -57,7 +61,7 @@ def device_detail_data(request: Request, org: str, actor: Actor, device: Device)
         "org": org,
         "secure_elements": ses,
         "sds_by_se": sds_by_se,
-        "key_sets_by_sd": key_sets_context(actor, sd_ids),
+        "key_sets_by_sd": key_sets_context(actor, sd_ids, device),
     }
     return s.DeviceDetailOut(device, context=ctx).data
 
@@ -74,6 +78,7 @@ def device_from_row(actor: Actor, data: dict[str, Any]) -> Device:
         key_id=data.get("key_id", ""),
         se_issuer=data.get("se_issuer", ""),
         se_serial=data.get("se_serial", ""),
+        end_of_service=data.get("end_of_service"),
     )
 
 
@@ -83,7 +88,7 @@ def _device_csv_row(record: dict[str, str]) -> dict[str, Any]:
 
 DEVICE_BATCH = batch.BatchFormat(
     list_key="devices",
-    columns=("serial", "kind", "identity_public_key", "key_id", "se_issuer", "se_serial"),
+    columns=("serial", "kind", "identity_public_key", "key_id", "se_issuer", "se_serial", "end_of_service"),
     required_columns=("serial", "kind", "identity_public_key"),
     from_csv=_device_csv_row,
 )
@@ -142,9 +147,24 @@ class DeviceBatchView(OrgScopedAPIView):
 
 
 class DeviceDetailView(OrgScopedAPIView):
+    """``GET`` a device with its hardware and key sets; ``PATCH`` {end_of_service: date|null} — the
+    manufacturer or an SE issuer of the device, for itself (others who see it: 403)."""
+
+    write_action = Action.DEVICES_MANAGE
+
     @extend_schema(parameters=[ON_BEHALF_PARAM], responses=s.DeviceDetailOut)
     def get(self, request: Request, org: str, pk: str) -> Response:
         device = get_visible(Device, self.actor, Action.DEVICES_VIEW, pk=pk)
+        return Response(device_detail_data(request, org, self.actor, device))
+
+    @extend_schema(request=s.DeviceUpdateIn, responses=s.DeviceDetailOut)
+    def patch(self, request: Request, org: str, pk: str) -> Response:
+        device = get_visible(Device, self.actor, Action.DEVICES_VIEW, pk=pk)
+        ser = s.DeviceUpdateIn(data=request.data)
+        ser.is_valid(raise_exception=True)
+        device = services.device_set_end_of_service(
+            actor=self.actor, device=device, end_of_service=ser.validated_data["end_of_service"]
+        )
         return Response(device_detail_data(request, org, self.actor, device))
 
 
@@ -290,6 +310,30 @@ class SecureElementDetailView(OrgScopedAPIView):
         return Response(s.SecureElementOut(se, context={"request": request, "org": org}).data)
 
 
+class KeySetListView(ListMixin, OrgScopedAPIView):
+    """``GET key-sets/?flag=…``: the live key sets the actor may see (KCVs only), each with its
+    key-policy assessment; ``flag`` keeps those whose status is ``ok``,
+    ``crypto_period_ends_first``, ``strength_expires_before_device`` or ``expired``, or
+    ``to_rotate`` (expired, too weak for the device, or a crypto-period ending within 90 days)."""
+
+    @extend_schema(parameters=[ON_BEHALF_PARAM], responses=KeySetListOut(many=True))
+    def get(self, request: Request, org: str) -> Response:
+        mandate = self.actor.mandate
+        if mandate is not None and not KEY_MANDATE_ACTIONS & set(mandate.actions):
+            # on someone's behalf, key sets are reachable only under a key mandate (keys.access)
+            raise NotFoundError("Not found.")
+        flag = request.query_params.get("flag")
+        if flag is None:
+            qs: Any = rotation.live_keysets(self.actor)
+        elif flag in rotation.FLAGS:
+            qs = rotation.keysets_flagged(self.actor, flag)
+        else:
+            raise InvalidError(
+                f"flag must be one of {', '.join(rotation.FLAGS)}.", fields={"flag": ["Unknown."]}
+            )
+        return self.paginated(request, qs, KeySetListOut)
+
+
 class SecurityDomainListView(ListMixin, OrgScopedAPIView):
     @extend_schema(parameters=[ON_BEHALF_PARAM], responses=s.SecurityDomainOut(many=True))
     def get(self, request: Request, org: str) -> Response:
@@ -304,7 +348,7 @@ class SecurityDomainDetailView(OrgScopedAPIView):
         ctx = {
             "request": request,
             "org": org,
-            "key_sets_by_sd": key_sets_context(self.actor, [sd.pk]),
+            "key_sets_by_sd": key_sets_context(self.actor, [sd.pk], sd.secure_element.device),
         }
         return Response(s.SecurityDomainOut(sd, context=ctx).data)
 

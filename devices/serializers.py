@@ -74,6 +74,7 @@ class DeviceOut(serializers.Serializer):
     holder = serializers.SerializerMethodField()
     subscriber = serializers.SerializerMethodField()
     last_seen_at = serializers.DateTimeField(allow_null=True)
+    end_of_service = serializers.DateField(allow_null=True)
 
     def get_url(self, obj: Any) -> str:
         return abs_url(self.context, "api:device-detail", org=org_slug(self.context), pk=obj.pk)
@@ -112,6 +113,13 @@ class DeviceIn(StrictSerializer):
     key_id = serializers.CharField(max_length=64, required=False)
     se_issuer = serializers.CharField(max_length=50, required=False)
     se_serial = serializers.CharField(max_length=64, required=False)
+    end_of_service = serializers.DateField(required=False, allow_null=True)
+
+
+class DeviceUpdateIn(StrictSerializer):
+    """``PATCH devices/<id>/``: what the manufacturer or SE issuer may change (``null`` clears)."""
+
+    end_of_service = serializers.DateField(allow_null=True)
 
 
 class DeviceBatchIn(StrictSerializer):

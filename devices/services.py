@@ -13,6 +13,7 @@ Pairing rule (a device and the SE inside it are two parties' records):
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 
@@ -98,6 +99,31 @@ def check_slug(value: object, what: str) -> str:
         slug_validator(value)
     except ValidationError:
         raise DeviceError(f"{what} is an organisation's short name.", fields={what: ["Invalid."]}) from None
+    return value
+
+
+END_OF_SERVICE_RANGE = (datetime.date(2000, 1, 1), datetime.date(2200, 12, 31))
+
+
+def check_end_of_service(value: object) -> datetime.date | None:
+    """A device's intended end of service: a date (or ``YYYY-MM-DD``), or nothing."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.date.fromisoformat(value.strip())
+        except ValueError:
+            value = None
+    if isinstance(value, datetime.datetime) or not isinstance(value, datetime.date):
+        raise DeviceError(
+            "end_of_service must be a date written YYYY-MM-DD.", fields={"end_of_service": ["Not a date."]}
+        )
+    low, high = END_OF_SERVICE_RANGE
+    if not low <= value <= high:
+        raise DeviceError(
+            f"end_of_service must lie between {low.isoformat()} and {high.isoformat()}.",
+            fields={"end_of_service": ["Out of range."]},
+        )
     return value
 
 
@@ -201,6 +227,7 @@ def device_register(
     key_id: str = "",
     se_issuer: str = "",
     se_serial: str = "",
+    end_of_service: object = None,
 ) -> Device:
     """A device manufacturer enrols one of its devices.
 
@@ -237,6 +264,7 @@ def device_register(
     if se_issuer:
         se_issuer = check_slug(se_issuer, "se_issuer")
         se_serial = check_serial(se_serial, "se_serial")
+    eos = check_end_of_service(end_of_service)
     try:
         with transaction.atomic():
             device = Device.objects.create(
@@ -249,12 +277,18 @@ def device_register(
                 identity_key_id=computed or None,
                 se_issuer_slug=se_issuer,
                 se_serial=se_serial,
+                end_of_service=eos,
             )
             audit_record(
                 actor=actor,
                 tag=AuditTag.DEVICE_REGISTER,
                 target=device,
-                details={"serial": serial, "kind": kind, "key_id": computed},
+                details={
+                    "serial": serial,
+                    "kind": kind,
+                    "key_id": computed,
+                    **({"end_of_service": eos.isoformat()} if eos else {}),
+                },
                 concerns=[o for o in (holder, subscriber) if o],
             )
             _pair_device(actor=actor, device=device)
@@ -320,6 +354,42 @@ def device_reactivate(*, actor: Actor, device: Device) -> Device:
         to_status=DeviceStatus.ACTIVE,
         tag=AuditTag.DEVICE_REACTIVATE,
     )
+
+
+def device_set_end_of_service(*, actor: Actor, device: Device, end_of_service: object) -> Device:
+    """Record (or clear, with ``None``) the device's intended end of service.
+
+    Preconditions: the actor acts for itself and is the device's manufacturer or the issuer of a
+    secure element in it (both plan the device's life); the device is visible to it (callers
+    resolve it with ``get_visible``). Others who see the device get 403. Effects: the date and a
+    ``device:update`` event naming the old and new dates; key set assessments follow it.
+    """
+    require(actor, Action.DEVICES_MANAGE)
+    org_id = actor.org.pk
+    may = actor.on_behalf_of is None and (
+        device.manufacturer_id == org_id or device.secure_elements.filter(issuer_id=org_id).exists()
+    )
+    if not may:
+        raise ForbiddenError("Only the device's manufacturer or its SE issuer sets its end of service.")
+    eos = check_end_of_service(end_of_service)
+    with transaction.atomic():
+        old = Device.objects.select_for_update().values_list("end_of_service", flat=True).get(pk=device.pk)
+        Device.objects.filter(pk=device.pk).update(end_of_service=eos)
+        audit_record(
+            actor=actor,
+            tag=AuditTag.DEVICE_UPDATE,
+            target=device,
+            details={
+                "end_of_service": {
+                    "from": old.isoformat() if old else None,
+                    "to": eos.isoformat() if eos else None,
+                }
+            },
+            # the manufacturer and every SE issuer plan with this date
+            concerns={device.manufacturer_id, *device.secure_elements.values_list("issuer_id", flat=True)},
+        )
+    device.end_of_service = eos
+    return device
 
 
 # --- secure elements --------------------------------------------------------------------------

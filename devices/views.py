@@ -16,6 +16,7 @@ from devices import forms as device_forms
 from devices import serializers as device_serializers
 from devices.models import Device, DeviceKind
 from jobs.views import device_jobs_context
+from keys import rotation
 from keys import selectors as key_selectors
 from portal.errors import DomainError, ForbiddenError
 from portal.views import OrgScopedView
@@ -65,7 +66,7 @@ class DeviceDetailView(OrgScopedView):
             (
                 se,
                 [
-                    (depth, sd, key_sets.get(sd.pk, []))
+                    (depth, sd, rotation.annotate(key_sets.get(sd.pk, []), device.end_of_service))
                     for depth, sd in selectors.sd_tree(sds_by_se.get(se.pk, []))
                 ],
             )

@@ -62,12 +62,14 @@ __all__ = [
     "HORIZONS",
     "POLICIES",
     "ROTATE_NOTICE_DAYS",
+    "STATUS_LABELS",
     "Assessment",
     "Horizon",
     "Policy",
     "PolicyError",
     "Status",
     "active_policy",
+    "assess_key_set",
     "assess",
     "default_crypto_period_end",
     "describe",
@@ -89,6 +91,14 @@ class Status(StrEnum):
     CRYPTO_PERIOD_ENDS_FIRST = "crypto_period_ends_first"
     STRENGTH_EXPIRES_BEFORE_DEVICE = "strength_expires_before_device"
     EXPIRED = "expired"
+
+
+STATUS_LABELS = {
+    Status.OK: "OK",
+    Status.CRYPTO_PERIOD_ENDS_FIRST: "Rotate when the crypto-period ends",
+    Status.STRENGTH_EXPIRES_BEFORE_DEVICE: "Too weak for the device's life",
+    Status.EXPIRED: "Expired",
+}
 
 
 # --- security strength (SP 800-57 Pt 1 Rev. 5, Table 2) ------------------------------------------
@@ -306,6 +316,10 @@ class Assessment:
     source: str
 
     @property
+    def label(self) -> str:
+        return STATUS_LABELS[self.status]
+
+    @property
     def flagged(self) -> bool:
         return self.status is not Status.OK
 
@@ -318,6 +332,7 @@ class Assessment:
     def as_dict(self) -> dict[str, object]:
         return {
             "status": self.status.value,
+            "label": self.label,
             "message": self.message,
             "algorithm": self.algorithm,
             "strength": self.strength,
@@ -495,3 +510,22 @@ def default_crypto_period_end(created_at: dt.datetime | dt.date, policy: Policy 
     days = (policy or active_policy()).crypto_period_days
     start = created_at.date() if isinstance(created_at, dt.datetime) else created_at
     return start + dt.timedelta(days=days)
+
+
+def assess_key_set(
+    keyset: object, device_end_of_service: dt.date | None, today: dt.date, policy: Policy | None = None
+) -> Assessment | None:
+    """:func:`assess` for a ``KeySet`` row (anything with ``algorithm``, ``key_length``,
+    ``created_at``, ``crypto_period_end``); ``None`` when the policy does not know its algorithm."""
+    try:
+        return assess(
+            getattr(keyset, "algorithm", None),
+            getattr(keyset, "key_length", None),
+            getattr(keyset, "created_at", None),
+            getattr(keyset, "crypto_period_end", None),
+            device_end_of_service,
+            today,
+            policy=policy or active_policy(),
+        )
+    except PolicyError:
+        return None

@@ -83,6 +83,7 @@ urlpatterns = [
         devices_api.SecurityDomainDetailView.as_view(),
         name="security-domain-detail",
     ),
+    path(ORG + "key-sets/", devices_api.KeySetListView.as_view(), name="key-set-list"),
     path(ORG + "devices/<uuid:pk>/jobs/", jobs_api.DeviceJobsView.as_view(), name="device-jobs"),
     path(ORG + "jobs/", jobs_api.JobListView.as_view(), name="job-list"),
     path(ORG + "jobs/<uuid:pk>/", jobs_api.JobDetailView.as_view(), name="job-detail"),

@@ -24,6 +24,7 @@ from django.views import View
 from audit.models import AuditEvent, AuditTag
 from devices import selectors as device_selectors
 from devices.models import SecureElement, SecurityDomain
+from keys import rotation as key_rotation
 from portal.errors import DomainError, ForbiddenError, NotFoundError
 from tenants.access import Action, Actor, memberships_of, require, resolve_actor, visible_to
 from tenants.models import Consent, Contract, Mandate, Membership
@@ -140,6 +141,7 @@ class DashboardView(OrgScopedView):
                 ("Devices", device_qs.count(), "org-devices"),
                 ("Secure elements", visible_to(SecureElement, actor, Action.DEVICES_VIEW).count(), ""),
                 ("Security domains", visible_to(SecurityDomain, actor, Action.DEVICES_VIEW).count(), ""),
+                ("Key sets to rotate", key_rotation.keysets_to_rotate_count(actor), ""),
             ]
             devices = list(device_qs[:8])
         if actor.can(Action.MEMBERS_VIEW):

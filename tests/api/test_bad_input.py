@@ -174,6 +174,7 @@ _DEVICE_FIELDS = {
     "key_id": STR,
     "se_issuer": SLUG,
     "se_serial": STR,
+    "end_of_service": DATETIME,
 }
 _SE_FIELDS = {
     "serial": STR,
@@ -205,6 +206,13 @@ ENDPOINTS.update(
             "owner",
             {},
             everything_optional=True,
+        ),
+        ("api:device-detail", "patch"): Endpoint(
+            "patch",
+            lambda w: f"/api/v1/orgs/owner-sei/devices/{w.device.pk}/",
+            "owner",
+            {"end_of_service": DATETIME},
+            lambda w: {"end_of_service": "2041-06-30"},
         ),
         ("api:device-reactivate", "post"): Endpoint(
             "post", _suspended_device_url, "owner", {}, everything_optional=True
