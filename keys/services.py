@@ -121,6 +121,7 @@ def _create(
     keyset_id = uuid.uuid4()
     kcvs = {name: kcv(getattr(keys, name)).hex().upper() for name in ("enc", "mac", "dek")}
     created_at = timezone.now()
+    crypto_period_end = default_crypto_period_end(created_at)
     try:
         with transaction.atomic():
             sealed = vault_seal(
@@ -140,7 +141,7 @@ def _create(
                 sequence_counter=sequence_counter,
                 i_param=i_param,
                 created_at=created_at,
-                crypto_period_end=default_crypto_period_end(created_at),
+                crypto_period_end=crypto_period_end,
             )
             audit_record(
                 actor=actor,
@@ -151,7 +152,7 @@ def _create(
                     "kvn": kvn,
                     "scp": keyset.scp,
                     "key_length": keys.key_length,
-                    "crypto_period_end": keyset.crypto_period_end.isoformat(),
+                    "crypto_period_end": crypto_period_end.isoformat(),
                     "status": status,
                     "kcv": kcvs,
                 },
