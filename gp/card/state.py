@@ -282,6 +282,10 @@ class CardState:
     memory_capacity: int = 256 * 1024
     # The CASD (gp.card.casd): key pair generated in the card, certificate store, CA-KLOC keys.
     casd: Casd | None = None
+    # Confidential key loading (gp.card.sd.keyload): the last package counter accepted per SD AID
+    # (hex, upper case). Card-wide and never pruned, so it outlives the SD: a package for an earlier
+    # SD of the same AID cannot be replayed into a new one.
+    keyload_counters: dict[str, int] = field(default_factory=dict)
     # Transient, see the module docstring: bumped by changed(); the memo of read-only answers.
     version: int = field(default=0, init=False, repr=False, compare=False)
     responses: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -316,6 +320,7 @@ class CardState:
             "confirmation_counter": self.confirmation_counter,
             "memory": self.memory_capacity,
             **({"casd": self.casd.to_dict()} if self.casd is not None else {}),
+            **({"keyload_counters": dict(self.keyload_counters)} if self.keyload_counters else {}),
         }
 
     @classmethod
@@ -334,4 +339,5 @@ class CardState:
             d["confirmation_counter"],
             d["memory"],
             Casd.from_dict(d["casd"]) if "sk" in d.get("casd", {}) else None,
+            {str(k): int(v) for k, v in d.get("keyload_counters", {}).items()},
         )

@@ -84,12 +84,15 @@ class ChannelContext:
     status_pending: tuple[StatusScope, list[bytes]] | None = None
     decrypt: Callable[[bytes], bytes] | None = None  # sensitive-data decryption of the session
     authenticated: bool = False
+    # A confidential key-loading package arriving over several STORE DATA blocks (gp.card.sd.keyload).
+    key_package: bytearray | None = None
 
     def clear(self) -> None:
         self.load = None
         self.perso_target = None
         self.store_next_block = 0
         self.status_pending = None
+        self.key_package = None
 
 
 def _parse_error_sw(e: ParseError) -> int:

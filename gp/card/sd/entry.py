@@ -113,6 +113,8 @@ def process(
     if insb != 0xE2 and insb != 0xD8:
         ctx.perso_target = None
         ctx.store_next_block = 0
+    if insb != 0xE2:
+        ctx.key_package = None
     if insb != 0xE8:
         ctx.load = None
     if insb != 0xF2:

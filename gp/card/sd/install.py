@@ -215,4 +215,5 @@ def _install_for_personalization(
         raise CardError(SW_CONDITIONS, "application is locked")
     ctx.perso_target = app.aid
     ctx.store_next_block = 0
+    ctx.key_package = None
     return b"\x00"

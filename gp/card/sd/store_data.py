@@ -3,13 +3,21 @@ targeted by INSTALL [for personalization] (§7.3.2); encrypted data (P1 b6 b5) u
 sensitive-data key; IIN / CIN (tags ``42`` / ``45``) update the SD's data (§7.4.1.1).
 On the ISD, the CASD DGIs (``7F21`` certificate store, ``7F49`` CA-KLOC key, ``0093`` revoked
 serials; :mod:`gp.card.casd`) personalise the CASD and are not kept as personalization data.
+
+Confidential key loading (``docs/key-loading-package.md`` §6): on the ISD, after INSTALL [for
+personalization] named one of its SSDs, a STORE DATA sequence (structure ``00``) whose first block
+starts with ``BF74`` is a key-loading package.  Its blocks are collected; the last one hands the
+whole package to :func:`gp.card.sd.keyload.handle_key_package` (ECDH by the CASD, the OCE chain
+checked by :func:`gp.card.casd.verify_oce_chain` with the CASD's revoked serials, the anti-replay
+counter of :attr:`CardState.keyload_counters`), installs the key set in the SSD, records the
+counter and answers ``86 10 <receipt>``.  A refusal changes nothing on the card.
 """
 
 from __future__ import annotations
 
-from gp import tlv
+from gp import keyload, tlv
 from gp.apdu import CommandAPDU
-from gp.card.casd import CASD_DGIS, CasdError, store_casd_dgi
+from gp.card.casd import CASD_DGIS, CasdError, casd_key_agreement, store_casd_dgi, verify_oce_chain
 from gp.card.sd.common import (
     SW_CONDITIONS,
     SW_NOT_FOUND,
@@ -22,6 +30,7 @@ from gp.card.sd.common import (
     _parse_error_sw,
     _require_auth,
 )
+from gp.card.sd.keyload import handle_key_package, install_key_set, is_key_package
 from gp.card.state import (
     Application,
     CardState,
@@ -33,6 +42,7 @@ from gp.commands.get_data import (
 from gp.commands.store_data import DataStructure, Encryption, StoreData
 from gp.commands.types import CardLifeCycle
 from gp.errors import GPError, ParseError
+from gp.gpcert import CertificateError, parse_certificate
 
 
 def _store_data(state: CardState, ctx: ChannelContext, sd: Application, cmd: CommandAPDU) -> bytes:
@@ -61,6 +71,14 @@ def _store_data(state: CardState, ctx: ChannelContext, sd: Application, cmd: Com
             data = ctx.decrypt(data)
         except GPError as e:
             raise CardError(SW_WRONG_DATA, str(e)) from None
+    if ctx.key_package is not None or (
+        sd.aid == state.isd_aid
+        and target.aid != state.isd_aid
+        and sdata.structure is DataStructure.NONE
+        and sdata.block_number == 0
+        and is_key_package(data)
+    ):
+        return _key_package_block(state, ctx, target, sdata.block_number, data, sdata.last)
     try:
         records = StoreData(sdata.block_number, data, sdata.last, sdata.structure).records()
     except ParseError as e:
@@ -98,3 +116,64 @@ def _store_data(state: CardState, ctx: ChannelContext, sd: Application, cmd: Com
     target.personalization.append((int(sdata.structure), data))
     ctx.store_next_block = 0 if sdata.last else (sdata.block_number + 1) & 0xFF
     return b""
+
+
+def _se_identifier(state: CardState) -> bytes:
+    """The identity a key-loading package must name: the subject identifier of the CASD's own
+    certificate (GP ``5F20``; for an X.509 certificate the common name, as hex bytes when it is
+    hex, as the CA writes it), else — no certificate stored yet — the card's CIN."""
+    casd = state.casd
+    if casd is not None and casd.certificates:
+        try:
+            leaf = parse_certificate(casd.certificates[-1])
+        except CertificateError:  # pragma: no cover - the store only takes parsed certificates
+            return bytes(state.cin)
+        if leaf.format == "gp":
+            return leaf.subject_identifier
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        names = x509.load_der_x509_certificate(leaf.raw).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if names:
+            text = str(names[0].value).strip()
+            try:
+                return bytes.fromhex(text) or text.encode()
+            except ValueError:
+                return text.encode()
+    return bytes(state.cin)
+
+
+def _key_package_block(
+    state: CardState, ctx: ChannelContext, target: Application, block: int, data: bytes, last: bool
+) -> bytes:
+    """One block of a key-loading package; on the last, verify, install, answer the receipt."""
+    buffer = ctx.key_package if ctx.key_package is not None else bytearray()
+    buffer += data
+    if len(buffer) > keyload.MAX_PACKAGE_LENGTH:
+        ctx.key_package = None
+        ctx.store_next_block = 0
+        raise CardError(SW_WRONG_DATA, "key-loading package too long")
+    if not last:
+        ctx.key_package = buffer
+        ctx.store_next_block = (block + 1) & 0xFF
+        return b""
+    ctx.key_package = None
+    ctx.store_next_block = 0
+    casd = state.casd
+    if casd is None:
+        raise CardError(SW_NOT_FOUND, "this card has no CASD")
+    aid_key = bytes(target.aid).hex().upper()
+    result = handle_key_package(
+        bytes(buffer),
+        ecdh=lambda pk: casd_key_agreement(state, pk),
+        se_id=_se_identifier(state),
+        sd_aid=bytes(target.aid),
+        last_counter=state.keyload_counters.get(aid_key, 0),
+        # The chain verifier below finds the CA-KLOC key itself (P1 = 00 rule); this argument is
+        # only what open_package hands it.
+        ca_public_key=casd.ca_keys[0].public_key() if casd.ca_keys else casd.public_key(),
+        verify_chain=lambda certs, _root: verify_oce_chain(state, list(certs)),
+    )
+    install_key_set(target, result)
+    state.keyload_counters[aid_key] = result.counter
+    return result.response
