@@ -77,10 +77,18 @@ class JobRequestForm(forms.Form):
         help_text="Leave empty for the Issuer Security Domain.",
     )
     key_length = forms.TypedChoiceField(
-        choices=[(16, "AES-128"), (24, "AES-192"), (32, "AES-256")],
+        choices=[
+            ("", "As now (rotation) · AES-128 (new SD)"),
+            (16, "AES-128"),
+            (24, "AES-192"),
+            (32, "AES-256"),
+        ],
         coerce=int,
-        initial=16,
+        empty_value=None,
+        required=False,
+        initial="",
         label="Key length",
+        help_text="A rotation keeps the current length or moves to a longer one, never shorter.",
     )
     instance_aid = forms.CharField(
         max_length=64,
@@ -133,8 +141,8 @@ class JobRequestForm(forms.Form):
                 value = _hex(value or "")
             elif name == "owner":
                 value = (value or "").strip().lower()
-            if name == "sd" and not value:
-                continue
+            if name in ("sd", "key_length") and value in ("", None):
+                continue  # the service's default: the ISD; the current (or AES-128) key length
             if name == "dgis" and value is None:
                 value = []
             if name == "privileges":

@@ -124,3 +124,17 @@ def test_the_api_answers_a_downgrade_with_400_and_a_stranger_with_404(jobworld):
     body["params"]["key_length"] = 32
     resp = client_for(jobworld.users["supplier"]).post(url, body, format="json")
     assert resp.status_code == 201, resp.content
+
+
+def test_the_request_form_rotates_at_the_current_length_by_default_and_refuses_a_downgrade(jobworld):
+    _provider_sd(jobworld, key_length=32)
+    client = Client()
+    client.force_login(jobworld.users["supplier"])
+    url = f"/o/supplier/devices/{jobworld.device.pk}/jobs/new/"
+    form = {"kind": "rotate_keys", "mode": "precomputed", "sd": AID, "key_length": "16"}
+    resp = client.post(url, form)
+    assert resp.status_code == 400 and "never moves to a weaker key" in resp.content.decode()
+    assert not Job.objects.filter(kind="rotate_keys").exists()
+    resp = client.post(url, {**form, "key_length": ""})
+    assert resp.status_code in (200, 302), resp.content[:300]
+    assert Job.objects.get(kind="rotate_keys").params == {"sd": AID, "key_length": 32}
