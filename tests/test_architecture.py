@@ -231,3 +231,17 @@ def test_every_org_scoped_api_view_that_writes_declares_its_write_action() -> No
         if route.methods & {"post", "put", "patch", "delete"} and cls.write_action is None:
             missing.append(f"{route} ({cls.__module__}.{cls.__name__})")
     assert not missing, "set write_action on: " + ", ".join(missing)
+
+
+def test_the_provider_sdk_imports_neither_django_nor_any_portal_app() -> None:
+    """``sdk/`` runs on the provider's side: it talks to the public REST API and may use ``gp``."""
+    forbidden = {*FORBIDDEN_IN_LIBRARIES, "keys", "jobs", "agent", "manage"}
+    files = list((ROOT / "sdk").rglob("*.py"))
+    assert files, "sdk/ holds no Python files: the scan is looking in the wrong place"
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in files
+        for line, module in _imports(ast.parse(path.read_text(), filename=str(path)))
+        if module.split(".")[0] in forbidden
+    ]
+    assert not offenders, "\n".join(offenders)
