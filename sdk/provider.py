@@ -693,6 +693,10 @@ def run_script(
     iu = InitializeUpdate(host_challenge, rec.kvn).to_apdu().encode()
     ea = host.external_authenticate(predicted)
     wrapped = [host.wrap(a) for a in apdus]
+    # R-MACs chain on each command's MAC: a second, identical session replays command by command to
+    # check each response in its place (wrapping is deterministic)
+    checker = HostSession(keys, security_level=level, host_challenge=host_challenge, key_version=rec.kvn)
+    checker.external_authenticate(predicted)
     # the counter is spent whatever happens next: never reuse it
     rec.scp03_counter = counter + 1
     store.save_key_set(rec)
@@ -711,9 +715,11 @@ def run_script(
     if ea_rsp.sw != 0x9000:
         raise VerificationError(f"EXTERNAL AUTHENTICATE answered {ea_rsp.sw:04X}", code="card_auth_failed")
     out = []
-    for command, raw in zip(apdus, responses[2:], strict=False):
+    for command, sent, raw in zip(apdus, wrapped, responses[2:], strict=False):
+        if checker.wrap(command) != sent:  # pragma: no cover - wrapping is deterministic
+            raise SdkError("the session replay diverged", code="internal_error")
         try:
-            plain = ResponseAPDU.parse(host.unwrap(raw))
+            plain = ResponseAPDU.parse(checker.unwrap(raw))
         except SCP03Error as e:
             raise VerificationError(f"a response does not verify: {e}", code="rmac_failed") from None
         out.append(

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gp.apdu import ResponseAPDU
-from gp.card import SoftCard
 from gp.commands import (
     AID,
     DGI,
