@@ -141,6 +141,12 @@ def apply_effects(
         Application.objects.filter(secure_element=se, aid=aid).update(
             life_cycle="LOCKED" if locked else "SELECTABLE"
         )
+    elif name == "casd_personalize":
+        details.update(_casd_on_card(job))
+    elif name == "relay_key_package":
+        details.update(_provider_keyset(job, outcome))
+    elif name == "run_script":
+        details.update({"sd": job.params["sd"], "commands": len(job.params["commands"])})
     elif name == "read_status" and outcome is not None:
         from jobs.compiler.inventory import parse_inventory
         from jobs.reconcile import reconcile_inventory
@@ -153,6 +159,79 @@ def apply_effects(
         details=details,
         concerns=[o for o in (job.requested_by_id, job.beneficiary_id, se.issuer_id) if o],
     )
+
+
+def _casd_on_card(job: Job) -> dict[str, Any]:
+    """The SE holds its CASD certificate, the CA key and the revoked serials now."""
+    from django.utils import timezone
+
+    from keys.models import Certificate
+
+    Certificate.objects.filter(
+        pk=job.params["certificate_id"], secure_element=job.secure_element, on_card_at__isnull=True
+    ).update(on_card_at=timezone.now())
+    result = {
+        "certificate_serial": job.params["certificate_serial"],
+        "ca_identifier": job.params["ca_identifier"],
+        "revoked": len(job.params["revoked"]),
+    }
+    job.result = {**job.result, **result}
+    job.save(update_fields=["result"])
+    return result
+
+
+def _provider_keyset(job: Job, outcome: ScriptOutcome | None) -> dict[str, Any]:
+    """A confidential key load confirmed by the card: record the key set in the provider's custody
+    (KVN, length, KCVs, no key material), supersede any live set of that KVN on the SD (the card
+    replaced it), keep the card's receipt for the provider, and drop the package."""
+    from gp.keyload import KeyLoadError, parse_receipt_response
+    from keys.models import KeyCustody, KeySet, KeySetStatus
+
+    se = job.secure_element
+    params = job.params
+    sd = SecurityDomain.objects.get(secure_element=se, aid=params["sd"])
+    receipt = ""
+    if outcome is not None and outcome.results:
+        try:
+            receipt = parse_receipt_response(outcome.results[-1].response.data).hex().upper()
+        except KeyLoadError:
+            receipt = ""
+    kvn, kcvs = int(params["kvn"]), params["kcvs"]
+    actor = engine_actor(sd.owner)
+    for old in sd.key_sets.filter(kvn=kvn).exclude(status=KeySetStatus.DESTROYED):
+        _retire(sd, old)
+    keyset = KeySet.objects.create(
+        owner=sd.owner,
+        security_domain=sd,
+        kvn=kvn,
+        key_length=int(params["key_length"]),
+        sealed=b"",
+        custody=KeyCustody.PROVIDER,
+        kcv_enc=kcvs["enc"],
+        kcv_mac=kcvs["mac"],
+        kcv_dek=kcvs["dek"],
+        status=KeySetStatus.ACTIVE,
+        sequence_counter=None,
+    )
+    audit_record(
+        actor=actor,
+        tag=AuditTag.KEYSET_IMPORT,
+        target=keyset,
+        details={
+            "sd": sd.aid,
+            "kvn": kvn,
+            "custody": KeyCustody.PROVIDER,
+            "key_length": keyset.key_length,
+            "kcv": kcvs,
+            "job": str(job.id),
+        },
+        concerns=[o for o in (sd.owner_id, job.requested_by_id, se.issuer_id) if o],
+    )
+    result = {"receipt": receipt, "kvn": kvn, "counter": int(params["counter"]), "kcvs": kcvs}
+    job.result = {**job.result, **result}
+    job.secrets_sealed = None  # the package is not needed any more (the step keeps it sealed)
+    job.save(update_fields=["result", "secrets_sealed"])
+    return {"sd": sd.aid, "kvn": kvn, "custody": KeyCustody.PROVIDER, "receipt": bool(receipt)}
 
 
 def _forget_sd(sd: SecurityDomain) -> None:

@@ -35,6 +35,7 @@ from devices.models import SecurityDomain
 from gp.scp03 import StaticKeys
 from jobs import steps as S
 from jobs.compiler import payloads as P
+from jobs.compiler.confidential import relay_outcome, relay_script
 from jobs.compiler.inventory import CardInventory, parse_inventory
 from jobs.compiler.session import (
     INITIAL_SEQUENCE_COUNTER,
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 
 IN_FLIGHT = (StepState.READY, StepState.DISPATCHED, StepState.REPORTED)
 RECONCILE_PREFIX = "reconcile:"
+RELAY_MODE = "relay"  # JobStep.session of a run_script step: no session plan, nothing sealed
 
 
 # --- has-work marker -------------------------------------------------------------------------
@@ -129,7 +131,9 @@ def _isd(job: Job) -> SecurityDomain:
     """The SE's ISD (it never changes), read once per loaded job."""
     isd = job.__dict__.get("_isd")
     if isd is None:
-        isd = job.__dict__["_isd"] = SecurityDomain.objects.get(secure_element=job.secure_element, is_isd=True)
+        isd = job.__dict__["_isd"] = SecurityDomain.objects.get(
+            secure_element=job.secure_element, is_isd=True
+        )
     return isd
 
 
@@ -154,6 +158,9 @@ def _context(job: Job, spec: S.StepSpec) -> tuple[S.StepContext, StaticKeys, int
     if session_keyset is not None:
         ctx.sd_keys = key_services.keyset_static_keys(keyset=session_keyset)
         ctx.sd_kvn = session_keyset.kvn
+    if job.kind == "load_keys_confidential":
+        package = _job_secrets(job).get("package")
+        ctx.package = bytes.fromhex(package) if package else None
     if job.kind in ("create_security_domain", "rotate_keys"):
         ctx.new_keys, ctx.new_kvn = _new_keys_for(job, _new_key_length(job))
         if job.kind == "rotate_keys" and ctx.sd_kvn is None:
@@ -221,6 +228,8 @@ def _create_step(
     iu_response: bytes | None = None,
     previous: JobStep | None = None,
 ) -> JobStep:
+    if spec.keys_from == S.RELAY:
+        return _create_relay_step(job, spec, attempt=attempt)
     ctx, keys, kvn, keyset = _context(job, spec)
     payload = spec.build(ctx)
     mode = job.mode
@@ -252,6 +261,26 @@ def _create_step(
         commands=script.to_wire(),
         payload_sealed=_seal_payload(job, payload),
         deadline=now + timedelta(seconds=settings.TESSERA_JOB_STEP_SECONDS),
+    )
+
+
+def _create_relay_step(job: Job, spec: S.StepSpec, *, attempt: int) -> JobStep:
+    """run_script: SELECT the provider's SD in the clear and its own commands, unchanged. No keys
+    of ours, nothing to seal: the commands are the provider's, protected by its own session."""
+    script = relay_script(
+        sd_aid=bytes.fromhex(spec.sd_aid), commands=[bytes.fromhex(c) for c in job.params["commands"]]
+    )
+    return JobStep.objects.create(
+        job=job,
+        index=job.step_index,
+        name=spec.name,
+        attempt=attempt,
+        phase="script",
+        item_id=_item_id(job, job.step_index, attempt, "script", spec.name),
+        state=StepState.READY,
+        session={"mode": RELAY_MODE, "sd_aid": spec.sd_aid},
+        commands=script.to_wire(),
+        deadline=timezone.now() + timedelta(seconds=settings.TESSERA_JOB_STEP_SECONDS),
     )
 
 
@@ -292,7 +321,7 @@ def job_advance(job_id: Any) -> JobStep | None:
             + 1
         )
         try:
-            phase = "open" if job.mode == ScriptMode.INTERACTIVE else "script"
+            phase = "open" if job.mode == ScriptMode.INTERACTIVE and spec.keys_from != S.RELAY else "script"
             step = _create_step(job, spec, attempt=attempt, phase=phase)
             if step.session.get("mode") == ScriptMode.INTERACTIVE and phase == "script":
                 # precomputed was asked for but the counter is unknown: this is the opening half
@@ -381,6 +410,8 @@ def step_process(step_id: Any) -> None:
 
 
 def _late_result(job: Job, step: JobStep) -> None:
+    if step.session.get("mode") == RELAY_MODE:
+        return  # the provider's script: nothing of ours to learn from it
     try:
         payload = _open_payload(job, step)
         outcome = _unwrap(job, step, payload)
@@ -419,6 +450,9 @@ def _interpret(job: Job, step: JobStep) -> None:
         return
     if step.phase == "open":
         _interpret_open(job, step)
+        return
+    if step.session.get("mode") == RELAY_MODE:
+        _interpret_relay(job, step)
         return
     payload = _open_payload(job, step)
     try:
@@ -488,6 +522,62 @@ def _interpret(job: Job, step: JobStep) -> None:
         return
     _retry_later(
         job, f"the device could not run the script: {step.report_detail or 'no response'}", "device_error"
+    )
+
+
+def _interpret_relay(job: Job, step: JobStep) -> None:
+    """run_script: the provider verifies its R-MACs itself; we only read status words. A refused
+    command stops the script and fails the job with the answers so far; a script that never ran
+    (no answer at all) is retried; one that stopped half-way is not (the provider's session is
+    spent), the job fails with what the card answered."""
+    try:
+        outcome = relay_outcome(
+            n_commands=len(job.params["commands"]), responses=[bytes.fromhex(r) for r in step.responses]
+        )
+    except CompilerError as exc:
+        step.state = StepState.FAILED
+        step.outcome = {"error": str(exc)[:300]}
+        step.save(update_fields=["state", "outcome"])
+        job_transition(
+            job=job, to=JobState.FAILED, reason=f"unreadable responses: {exc}", error_code="device_error"
+        )
+        return
+    responses = [r.hex().upper() for r in outcome.responses]
+    step.outcome = {
+        "ran": len(responses),
+        "completed": outcome.completed,
+        **({"failed_sw": f"{outcome.failed_sw:04X}"} if outcome.failed_sw is not None else {}),
+    }
+    if step.report_status == "completed" and outcome.completed:
+        step.state = StepState.COMPLETED
+        step.save(update_fields=["state", "outcome"])
+        job.result = {**job.result, "responses": responses}
+        job.save(update_fields=["result"])
+        apply_effects(job, _spec_for_step(job, step.name), None)
+        job.step_index += 1
+        job.save(update_fields=["step_index"])
+        _continue(job)
+        return
+    step.state = StepState.FAILED
+    step.save(update_fields=["state", "outcome"])
+    if outcome.select_sw is None:
+        _retry_later(
+            job, f"the device could not run the script: {step.report_detail or 'no response'}", "device_error"
+        )
+        return
+    if outcome.failed_sw is not None:
+        what = (
+            "SELECT of the SD" if outcome.failed_index == -1 else f"provider command {outcome.failed_index}"
+        )
+        reason, code = f"the card answered {outcome.failed_sw:04X} to {what}", f"card_{outcome.failed_sw:04X}"
+    else:
+        reason, code = "the script stopped before its end (agent interrupted)", "script_interrupted"
+    job_transition(
+        job=job,
+        to=JobState.FAILED,
+        reason=reason,
+        error_code=code,
+        result={**job.result, "responses": responses},
     )
 
 

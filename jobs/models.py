@@ -26,6 +26,9 @@ class JobKind(models.TextChoices):
     LOCK = "lock", "Lock"
     UNLOCK = "unlock", "Unlock"
     READ_STATUS = "read_status", "Read status"
+    CASD_PERSONALIZE = "casd_personalize", "Personalise the CASD (CA key, certificate, revocations)"
+    LOAD_KEYS_CONFIDENTIAL = "load_keys_confidential", "Load keys confidentially (provider's package)"
+    RUN_SCRIPT = "run_script", "Run the provider's own script"
 
 
 class JobState(models.TextChoices):

@@ -8,6 +8,7 @@ hands steps to agents and records their results.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -19,10 +20,12 @@ from django.utils import timezone
 from audit.models import AuditTag
 from audit.services import audit_record
 from devices.models import Device, SecurityDomain
+from jobs import confidential
 from jobs.compiler import demo_app as _demo
 from jobs.errors import InvalidJobRequest, JobConflict, JobNotAllowed
 from jobs.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobKind, JobState, ScriptMode
 from keys import selectors as key_selectors
+from keys.vault import vault_seal
 from portal.events import publish
 from tenants.access import Action, Actor, require
 from tenants.models import Mandate, MandateAction, Organisation, OrgStatus
@@ -37,6 +40,9 @@ MANDATE_FOR_KIND: dict[str, str] = {
     JobKind.LOCK: MandateAction.SD_LOCK,
     JobKind.UNLOCK: MandateAction.SD_LOCK,
     JobKind.READ_STATUS: MandateAction.STATUS_READ,
+    JobKind.CASD_PERSONALIZE: MandateAction.KEYS_LOAD,
+    JobKind.LOAD_KEYS_CONFIDENTIAL: MandateAction.KEYS_LOAD,
+    JobKind.RUN_SCRIPT: MandateAction.APPS_MANAGE,
 }
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -210,6 +216,7 @@ def job_request(
     target_sd: SecurityDomain | None = None
     beneficiary: Organisation | None = None
     clean: dict[str, Any] = {}
+    sealed_package: bytes | None = None
 
     if kind == JobKind.CREATE_SECURITY_DOMAIN:
         clean["aid"] = _aid(params.get("aid"), "aid")
@@ -279,6 +286,30 @@ def job_request(
         _check_actor_may(actor, kind, on=sd.owner, beneficiary=sd.owner)
         target_aid = clean["instance_aid"]
         target_sd = sd
+    elif kind == JobKind.CASD_PERSONALIZE:
+        # The SE issuer's ISD session carries public data: the CA key, the SE's certificate.
+        _check_actor_may(actor, kind, on=se.issuer, beneficiary=se.issuer)
+        clean = confidential.clean_casd_personalize(se, params)
+        beneficiary = se.issuer
+        target_aid = isd.aid
+        target_sd = isd
+    elif kind in (JobKind.LOAD_KEYS_CONFIDENTIAL, JobKind.RUN_SCRIPT):
+        # The SD's owner (or its mandated TSM) asks; for a package the SE issuer's ISD session
+        # relays it, for a script nobody's session but the provider's own runs.
+        sd = _sd_by_aid(device, _aid(params.get("sd"), "sd"))
+        if sd.is_isd:
+            raise InvalidJobRequest(
+                "This job kind is for a provider's security domain, never the Issuer Security Domain.",
+                fields={"sd": ["isd"]},
+            )
+        _check_actor_may(actor, kind, on=sd.owner, beneficiary=sd.owner)
+        if kind == JobKind.LOAD_KEYS_CONFIDENTIAL:
+            clean, sealed_package = confidential.clean_load_keys(se, sd, params)
+        else:
+            clean = {"sd": sd.aid, "commands": confidential.clean_run_script(params)}
+        beneficiary = sd.owner
+        target_aid = sd.aid
+        target_sd = sd
     else:  # read_status
         sd = _sd_by_aid(device, _aid(params.get("sd", isd.aid), "sd"))
         clean["sd"] = sd.aid
@@ -309,6 +340,15 @@ def job_request(
             no_show_deadline=now + timedelta(seconds=settings.TESSERA_JOB_NO_SHOW_SECONDS),
             overall_deadline=now + timedelta(seconds=settings.TESSERA_JOB_OVERALL_SECONDS),
         )
+        if sealed_package is not None:
+            # Not secret (the keys inside are encrypted to the SE), but kept out of params and
+            # logs: sealed with the job until the card has it (jobs.effects drops it then).
+            job.secrets_sealed = vault_seal(
+                org_id=job.beneficiary_id,
+                purpose=f"job:{job.id}",
+                plaintext=json.dumps({"package": sealed_package.hex()}).encode(),
+            )
+            job.save(update_fields=["secrets_sealed"])
         audit_record(
             actor=actor,
             tag=AuditTag.JOB_REQUEST,

@@ -16,19 +16,21 @@ from typing import Any
 
 from gp.commands import DGI, Privileges
 from gp.scp03 import StaticKeys
+from jobs.compiler import confidential as C
 from jobs.compiler import payloads as P
 from jobs.compiler.demo_app import DEMO_LOAD_FILE_AID, demo_load_file
 from jobs.compiler.inventory import CardInventory, app_state, sd_present
-from jobs.compiler.session import PayloadCommand
+from jobs.compiler.session import CompilerError, PayloadCommand
 
 NEW_KEYS = "new"  # the session opens with the job's new keys instead of a stored key set
+RELAY = "relay"  # no session of ours: the provider's own commands, relayed unchanged (run_script)
 
 
 @dataclass
 class StepSpec:
     name: str
     sd_aid: str
-    keys_from: str  # "isd" | "sd" | NEW_KEYS
+    keys_from: str  # "isd" | "sd" | NEW_KEYS | RELAY
     build: Callable[[StepContext], list[PayloadCommand]]
     done: Callable[[CardInventory, StepContext], bool] = field(default=lambda inv, ctx: False)
 
@@ -43,6 +45,7 @@ class StepContext:
     sd_kvn: int | None = None
     new_keys: StaticKeys | None = None
     new_kvn: int | None = None
+    package: bytes | None = None  # load_keys_confidential: the provider's package (opaque)
 
 
 def new_static_keys(length: int) -> StaticKeys:
@@ -202,4 +205,32 @@ def plan_for(kind: str, params: dict[str, Any], isd_aid: str) -> list[StepSpec]:
         return [StepSpec(kind, isd_aid, "isd", lambda c: P.set_status(aid=_b(c.params["aid"]), lock=lock))]
     if kind == "read_status":
         return [StepSpec("read_status", params["sd"], "sd", lambda c: P.read_status())]
+    if kind == "casd_personalize":
+        return [
+            StepSpec(
+                "casd_personalize",
+                isd_aid,
+                "isd",
+                lambda c: C.casd_personalize(
+                    ca_point=_b(c.params["ca_point"]),
+                    ca_identifier=_b(c.params["ca_identifier"]),
+                    certificate=_b(c.params["certificate"]),
+                    revoked=[_b(s) for s in c.params["revoked"]],
+                ),
+            )
+        ]
+    if kind == "load_keys_confidential":
+        sd = params["sd"]
+
+        def relay(c: StepContext) -> list[PayloadCommand]:
+            if c.package is None:
+                raise CompilerError("the job's key-loading package is no longer held")
+            return C.relay_key_package(sd_aid=_b(sd), package=c.package)
+
+        # No ``done``: whether the card took the package is visible only in its receipt; a retry
+        # after an interruption is answered 6985 (replayed) and fails the job without any change.
+        return [StepSpec("relay_key_package", isd_aid, "isd", relay)]
+    if kind == "run_script":
+        # Built by the engine from the params (jobs.compiler.confidential.relay_script).
+        return [StepSpec("run_script", params["sd"], RELAY, lambda c: [])]
     raise ValueError(f"unknown job kind {kind}")

@@ -50,8 +50,20 @@ class KeyAlgorithm(models.TextChoices):
     AES = "AES", "AES"
 
 
+class KeyCustody(models.TextChoices):
+    """Who holds a key set's key material besides the card."""
+
+    PORTAL = "portal", "Portal (sealed in the owner's vault)"
+    PROVIDER = "provider", "Provider (loaded confidentially; Tessera never held the keys)"
+
+
 class KeySet(models.Model):
-    """One key version (KVN) of a security domain: Key-ENC, Key-MAC, Key-DEK, sealed by the vault."""
+    """One key version (KVN) of a security domain: Key-ENC, Key-MAC, Key-DEK, sealed by the vault.
+
+    ``custody`` ``provider``: the keys were loaded with a confidential key-loading package
+    (``docs/key-loading-package.md``); only the SE and the provider hold them, ``sealed`` is empty
+    and the row records KVN, algorithm, length and KCVs only. Workers never open such a set.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="key_sets")
@@ -61,6 +73,7 @@ class KeySet(models.Model):
     algorithm = models.CharField(max_length=8, choices=KeyAlgorithm.choices, default=KeyAlgorithm.AES)
     key_length = models.PositiveSmallIntegerField(help_text="Bytes per key: 16, 24 or 32")
     sealed = models.BinaryField(help_text="enc‖mac‖dek sealed by the vault for keyset:<id>")
+    custody = models.CharField(max_length=8, choices=KeyCustody.choices, default=KeyCustody.PORTAL)
     kcv_enc = models.CharField(max_length=6)
     kcv_mac = models.CharField(max_length=6)
     kcv_dek = models.CharField(max_length=6)
@@ -188,6 +201,11 @@ class Certificate(models.Model):
     not_after = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
     revocation_reason = models.CharField(max_length=32, choices=RevocationReason.choices, blank=True)
+    on_card_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="CASD: when a casd_personalize job confirmed the SE holds this certificate",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from devices.models import SecurityDomain
-from keys.models import KeySet, KeySetStatus
+from keys.models import KeyCustody, KeySet, KeySetStatus
 from tenants.access import Action, Actor, visible_to
 
 
@@ -34,8 +34,11 @@ def keysets_by_sd(actor: Actor, sd_ids: Iterable[Any]) -> dict[Any, list[KeySet]
 def active_keyset(sd: SecurityDomain) -> KeySet | None:
     """The key set workers use to open a channel to ``sd``: its newest active one.
 
-    Server-internal (workers compiling scripts): no actor, so never call it from a view.
+    Server-internal (workers compiling scripts): no actor, so never call it from a view. Key sets
+    in the provider's custody (loaded confidentially) are never returned: Tessera has no keys for them.
     """
     return (
-        KeySet.objects.filter(security_domain=sd, status=KeySetStatus.ACTIVE).order_by("-created_at").first()
+        KeySet.objects.filter(security_domain=sd, status=KeySetStatus.ACTIVE, custody=KeyCustody.PORTAL)
+        .order_by("-created_at")
+        .first()
     )
