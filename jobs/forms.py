@@ -42,8 +42,17 @@ def _hex(value: str) -> str:
     return re.sub(r"[\s:]", "", value or "").upper()
 
 
+# Kinds whose parameters are a provider's own bytes (a key-loading package, an SCP03 script): built by
+# its tooling and sent through the API, never typed into a form.
+API_ONLY_KINDS = (JobKind.LOAD_KEYS_CONFIDENTIAL, JobKind.RUN_SCRIPT)
+
+
 class JobRequestForm(forms.Form):
-    kind = forms.ChoiceField(choices=JobKind.choices, initial=JobKind.READ_STATUS, label="Job")
+    kind = forms.ChoiceField(
+        choices=[c for c in JobKind.choices if c[0] not in API_ONLY_KINDS],
+        initial=JobKind.READ_STATUS,
+        label="Job",
+    )
     mode = forms.ChoiceField(
         choices=ScriptMode.choices,
         initial=ScriptMode.PRECOMPUTED,
