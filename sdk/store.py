@@ -188,6 +188,8 @@ class _Token:
             self.session = tok.open(rw=True, user_pin=pin)
         except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
             raise StoreError(f"the token {token!r} refused the PIN ({PIN_ENV})", code="pkcs11_pin") from None
+        except pkcs11.UserAlreadyLoggedIn:  # another store object of this process logged in
+            self.session = tok.open(rw=True)
         except pkcs11.PKCS11Error as e:
             raise StoreError(
                 f"cannot log in to the token {token!r} ({type(e).__name__})", code="pkcs11_token"
