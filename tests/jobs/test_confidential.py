@@ -15,6 +15,8 @@ import pytest
 from cryptography import x509
 from django.db import connection
 from django.test import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devices.models import SecurityDomain
 from gp import gpcert, keyload
@@ -313,3 +315,30 @@ def test_casd_personalize_needs_a_certified_casd_and_is_the_issuers_alone(jobwor
     card_revoked = jobworld.gateway.card._state.casd.revoked
     assert int(revoked.serial, 16).to_bytes(16, "big") in card_revoked
     assert Certificate.objects.filter(kind="casd", on_card_at__isnull=False).count() == 1
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_as_a_relay_command_are_accepted_or_refused_with_a_compiler_error(raw):
+    from jobs.compiler.confidential import check_relay_command
+    from jobs.compiler.session import CompilerError
+
+    try:
+        cmd = check_relay_command(raw)
+    except CompilerError:
+        return
+    assert cmd.ins not in (0xA4, 0x70) and len(raw) <= 261
+
+
+@given(st.lists(st.binary(max_size=40), max_size=6), st.integers(min_value=1, max_value=5))
+@settings(max_examples=300, deadline=None)
+def test_any_responses_to_a_relayed_script_read_as_an_outcome_or_a_compiler_error(responses, n):
+    from jobs.compiler.confidential import relay_outcome
+    from jobs.compiler.session import CompilerError
+
+    try:
+        out = relay_outcome(n_commands=n, responses=responses)
+    except CompilerError:
+        return
+    assert len(out.responses) <= n
+    assert not (out.completed and out.failed_sw is not None)
