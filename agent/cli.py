@@ -219,7 +219,7 @@ def _create_soft_card(
     if force:
         for stale in (state_path, state_path.with_name(state_path.name + ".secret")):
             stale.unlink(missing_ok=True)
-    SoftCard.create(
+    created = SoftCard.create(
         str(state_path),
         isd_aid=ISD_AID,
         keys=keys,
@@ -227,6 +227,12 @@ def _create_soft_card(
         i_param=ISD_I_PARAM,
         sequence_counter=ISD_SEQUENCE_COUNTER,
     )
+    from cryptography.hazmat.primitives import serialization as _ser
+
+    casd_point = created.casd_public_key().public_bytes(
+        _ser.Encoding.X962, _ser.PublicFormat.UncompressedPoint
+    )  # the CASD's public key (generated in the card), for the CA to certify
+    created.close()
     if import_key is not None:
         from gp.card.manufacture import batch_record
 
@@ -245,6 +251,7 @@ def _create_soft_card(
         "kvn": ISD_KVN,
         "i_param": ISD_I_PARAM,
         "sequence_counter": ISD_SEQUENCE_COUNTER,
+        "casd_public_key": casd_point.hex().upper(),
     }
     hand_over = {
         "purpose": "manufacturing hand-over of the ISD keys to the SE issuer; import, then delete this file",

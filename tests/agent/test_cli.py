@@ -62,6 +62,14 @@ def test_init_creates_a_soft_se_an_identity_and_a_config_and_prints_them(tmp_pat
     assert _mode(keys_file) == 0o600
     assert _mode(tmp_path / "agent.identity.pem") == 0o600
     assert (tmp_path / "agent.se").exists()
+    # the CASD's public key, generated inside the card, for the CA to certify; it is the card's own
+    from gp.card import SoftCard
+
+    card = SoftCard.open(str(tmp_path / "agent.se"))
+    point = bytes.fromhex(se["casd_public_key"])
+    assert point[0] == 4 and len(point) == 65
+    assert ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point) == card.casd_public_key()
+    card.close()
 
 
 def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
