@@ -10,6 +10,13 @@ from jobs.models import JobKind, ScriptMode
 from portal.api import StrictSerializer
 from tenants.serializers import abs_url, org_slug
 
+PROVIDER_KINDS = ("load_keys_confidential", "run_script")
+
+
+def _is_party(context: dict[str, Any], obj: Any) -> bool:
+    subject = context.get("subject_id")
+    return subject is not None and subject in (obj.beneficiary_id, obj.requested_by_id, obj.on_behalf_of_id)
+
 
 class JobRequestIn(StrictSerializer):
     kind = serializers.ChoiceField(choices=JobKind.choices)
@@ -72,11 +79,34 @@ class JobOut(serializers.Serializer):
         params = dict(obj.params)
         if "data" in params and self.context.get("subject_id") != obj.beneficiary_id:
             params["data"] = [{"dgi": d["dgi"], "length": len(d["value"]) // 2} for d in params["data"]]
+        # A provider's key check values, and its script, are the provider's (and its TSM's) to see.
+        if obj.kind in PROVIDER_KINDS and not _is_party(self.context, obj):
+            for key in ("kcvs", "commands"):
+                if key in params:
+                    params[key] = "hidden"
         return params
 
 
 class JobDetailOut(JobOut):
     steps = serializers.SerializerMethodField()
+    result = serializers.SerializerMethodField()
+
+    def get_result(self, obj: Any) -> dict[str, Any]:
+        """What the card answered, for the requester and the beneficiary: a key load's receipt, KVN,
+        counter and KCVs; a relayed script's responses. Others see the job's state only."""
+        if obj.kind not in PROVIDER_KINDS + ("casd_personalize",) or not _is_party(self.context, obj):
+            return {}
+        keep = (
+            "receipt",
+            "kvn",
+            "counter",
+            "kcvs",
+            "responses",
+            "certificate_serial",
+            "ca_identifier",
+            "revoked",
+        )
+        return {k: v for k, v in obj.result.items() if k in keep}
 
     def get_steps(self, obj: Any) -> list[dict[str, Any]]:
         return list(JobStepOut(obj.steps.all().order_by("id"), many=True).data)

@@ -342,3 +342,21 @@ def test_any_responses_to_a_relayed_script_read_as_an_outcome_or_a_compiler_erro
         return
     assert len(out.responses) <= n
     assert not (out.completed and out.failed_sw is not None)
+
+
+def test_the_provider_reads_its_receipt_through_the_api_and_the_se_issuer_sees_no_kcvs(cworld):
+    built, _ = _package(cworld, counter=11)
+    job = _ok(
+        _run(
+            cworld,
+            cworld.provider_actor,
+            "load_keys_confidential",
+            {"sd": SSD, "package": built.package.hex()},
+        )
+    )
+    mine = client_for(cworld.users["supplier"]).get(f"/api/v1/orgs/supplier/jobs/{job.pk}/").json()
+    keyload.verify_receipt(bytes.fromhex(mine["result"]["receipt"]), expected_receipt=built.expected_receipt)
+    assert mine["params"]["kcvs"] == mine["result"]["kcvs"]
+    theirs = client_for(cworld.users["sei"]).get(f"/api/v1/orgs/sei/jobs/{job.pk}/")
+    assert theirs.status_code == 200
+    assert theirs.json()["result"] == {} and theirs.json()["params"]["kcvs"] == "hidden"
