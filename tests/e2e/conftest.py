@@ -62,7 +62,15 @@ PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
 PCSC_READER = "Virtual PCD 00 01"
 PCSC_PORT = 35964
 PASSWORD = "e2e-password-0123456789"
-USERS = {"sei": "sei-owner", "tsm": "tsm-owner", "supplier": "supplier-owner", "stranger": "stranger-owner"}
+USERS = {
+    "sei": "sei-owner",
+    "tsm": "tsm-owner",
+    "supplier": "supplier-owner",
+    "stranger": "stranger-owner",
+    "ses": "ses-owner",  # the SE supplier, the CA and the provider of test_confidential_flow
+    "ca": "ca-owner",
+    "provider": "provider-owner",
+}
 
 
 def free_port() -> int:
@@ -456,6 +464,9 @@ def start_stack(tmp: Path, *, worker_concurrency: int = 0, **overrides: str) -> 
              "--dir", str(tmp)],
         )  # fmt: skip
         wait_for(lambda: port_open("127.0.0.1", redis_port), 10, "redis-server")
+        # Every command Redis receives (Celery messages with their arguments, channel-layer and cache
+        # traffic), for the blindness search (tests/e2e/blindness.py): redis-monitor.log.
+        stack.spawn("redis-monitor", ["redis-cli", "-p", str(redis_port), "monitor"])
         stack.manage("migrate", "--no-input", "-v0")
         stack.manage("shell", "-c", (Path(__file__).parent / "seed.py").read_text())
         stack.spawn(
