@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -338,7 +339,12 @@ def assert_blind(stack: Stack, secrets: list[B.Secret]) -> None:
     assert any(s.startswith("redis db0") for _, s in where), sorted(where)
     assert any("every Redis command" in s for _, s in where), sorted(where)
 
+    started = time.monotonic()
     leaks = B.search(secrets, sources)
+    print(
+        f"blindness: {len(secrets)} secrets, {len(sources)} sources, "
+        f"{sum(map(len, sources.values()))} bytes, {time.monotonic() - started:.1f}s"
+    )
     assert leaks == [], "\n".join(map(str, leaks))
     with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=stack.db_name) as conn:
         conn.execute("DROP TABLE blindness_canary")
@@ -389,7 +395,7 @@ def negatives(
 
     # a package for another SE: refused at the relay, no job
     r = submit(build(other_row["serial"], other_row["casd_public_key"], 10**12).package)
-    assert r.status_code == 400 and r.json()["code"] == "package_wrong_se", r.text
+    assert r.status_code == 400 and r.json()["error"]["code"] == "package_wrong_se", r.text
     assert len(device_jobs(stack, gw)) == jobs_before
 
     # the loaded package replayed (Tessera drops a package once delivered, so the provider — or
@@ -399,7 +405,7 @@ def negatives(
     assert r.status_code == 201, r.text
     done = stack.wait_job("provider", "provider", r.json()["id"])
     assert done["state"] == "failed", done
-    assert "6985" in json.dumps(done), done
+    assert card_answer(done) == "6985", done
 
     # a tampered ciphertext (one bit of 85): the signature no longer verifies: 6982
     fresh = build(row["serial"], row["casd_public_key"], record.counter + 1000)
@@ -409,7 +415,18 @@ def negatives(
     r = submit(bytes(raw))
     assert r.status_code == 201, r.text
     done = stack.wait_job("provider", "provider", r.json()["id"])
-    assert done["state"] == "failed" and "6982" in json.dumps(done), done
+    assert done["state"] == "failed" and card_answer(done) == "6982", done
+
+    # an OCE certificate not signed by the CA (its signature altered): refused at the relay, no job
+    jobs_now = len(device_jobs(stack, gw))
+    rogue = bytearray(chain[0])
+    rogue[-3] ^= 0x01
+    good_chain = list(chain)
+    chain[:] = [bytes(rogue)]
+    r = submit(build(row["serial"], row["casd_public_key"], record.counter + 1500).package)
+    chain[:] = good_chain
+    assert r.status_code == 400 and r.json()["error"]["code"] == "oce_chain_invalid", r.text
+    assert len(device_jobs(stack, gw)) == jobs_now
 
     # a receipt checked with the wrong key: the CLI says receipt_mismatch (exit 3)
     kcvs = [keyload_kcv(k) for k in (enc, mac, dek)]
@@ -427,7 +444,8 @@ def negatives(
         r = c.post(f"/orgs/ca/certificates/{cert_id}/revoke/", json={"reason": "key_compromise"})
     assert r.status_code == 200, r.text
     r = submit(build(row["serial"], row["casd_public_key"], record.counter + 2000).package)
-    assert r.status_code == 400 and r.json()["code"] == "oce_certificate_revoked", r.text
+    assert r.status_code == 400 and r.json()["error"]["code"] == "oce_certificate_revoked", r.text
+    assert len(device_jobs(stack, gw)) == jobs_now
 
     # no state change: the same key sets in the database, and the provider's keys still open a session
     assert sd_key_sets(stack, gw) == key_sets
@@ -438,6 +456,11 @@ def negatives(
     stack.stop_gateway(gw)
     card = SoftCard.open(str(gw.card_path))
     assert sorted(card.registry.key_versions[bytes.fromhex(SD)]) == [kvn]
+
+
+def card_answer(job: dict[str, Any]) -> str:
+    """The status word the card answered last in the job's last step."""
+    return str(job["steps"][-1]["outcome"]["sw"][-1])
 
 
 def gpcert_se_id(serial: str) -> bytes:
