@@ -14,6 +14,7 @@ Negative cases follow on the same stack, each with its error or status word and 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import redis
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
@@ -60,8 +62,6 @@ def test_the_blindness_helper_expands_aes_keys_and_finds_every_encoding() -> Non
     secrets = B.key_secrets("k", key)
     for prefix in (b"", b"x", b"xy"):
         blob = prefix + key + b"tail"
-        import base64
-
         for label, text in {
             "b64": base64.b64encode(blob),
             "url": base64.urlsafe_b64encode(blob),
@@ -299,16 +299,12 @@ def assert_blind(stack: Stack, secrets: list[B.Secret]) -> None:
     find a marker planted in the database (bytea and text) and in Redis (raw and inside a
     base64 Celery-like body): the search is not vacuous."""
     marker = os.urandom(16)
-    import psycopg
-
     with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=stack.db_name) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS blindness_canary (b bytea, t text)")
         conn.execute("INSERT INTO blindness_canary VALUES (%s, %s)", (marker[::-1], marker.hex().upper()))
     port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
     r = redis.Redis(host="127.0.0.1", port=port)
     r.set(b"blindness-canary-raw", b"\x00" + marker[:8] + marker[8:] + b"\xff")
-    import base64
-
     body = base64.b64encode(json.dumps([[marker.hex()], {}]).encode())
     r.lpush(b"blindness-canary-queue", json.dumps({"body": body.decode(), "content-encoding": "utf-8"}))
     wait_for(
