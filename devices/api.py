@@ -21,6 +21,7 @@ details show key sets): the dependency points from the outermost layer inward.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
@@ -196,7 +197,8 @@ def secure_element_from_row(actor: Actor, data: dict[str, Any]) -> key_services.
         enc=data["isd_keys"]["enc"], mac=data["isd_keys"]["mac"], dek=data["isd_keys"]["dek"]
     )
     device = data.get("device") or {}
-    return key_services.secure_element_enrol(
+    casd_der = handover.casd_public_key_der(data["casd_public_key"]) if data.get("casd_public_key") else b""
+    enrolment = key_services.secure_element_enrol(
         actor=actor,
         serial=data["serial"],
         kind=data["kind"],
@@ -209,6 +211,12 @@ def secure_element_from_row(actor: Actor, data: dict[str, Any]) -> key_services.
         device_manufacturer=device.get("manufacturer", ""),
         device_serial=device.get("serial", ""),
     )
+    if casd_der:
+        casd = handover.secure_element_casd_record(
+            actor=actor, secure_element=enrolment.secure_element, casd_der=casd_der
+        )
+        enrolment = dataclasses.replace(enrolment, casd=casd)
+    return enrolment
 
 
 def enrolment_data(request: Request, org: str, enrolment: key_services.SecureElementEnrolment) -> Any:
@@ -224,6 +232,8 @@ def enrolment_data(request: Request, org: str, enrolment: key_services.SecureEle
         "device": device.serial if device else None,
         "state": "paired" if device else ("pending" if claimed else "none"),
     }
+    if enrolment.casd is not None:
+        data["casd"] = enrolment.casd
     return data
 
 

@@ -161,6 +161,12 @@ class SecureElementIn(StrictSerializer):
         min_value=0, max_value=0xFFFFFF, required=False, allow_null=True
     )
     device = DeviceRefIn(required=False)
+    casd_public_key = serializers.CharField(
+        max_length=400,
+        required=False,
+        allow_blank=True,
+        help_text="the CASD's public key generated in the SE (hex 04‖X‖Y or SPKI PEM), for the CA to certify",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         keys = attrs["isd_keys"]

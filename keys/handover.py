@@ -400,6 +400,17 @@ def supplied_secure_element_enrol(
     return SuppliedSecureElement(enrolment=enrolment, casd=casd)
 
 
+def secure_element_casd_record(*, actor: Actor, secure_element: Any, casd_der: bytes) -> dict[str, Any]:
+    """The SE issuer registering an SE gives its CASD public key (generated inside the SE): keep it
+    on the SE and hand it to the Controlling Authority. Returns the certification state (as a
+    supplier batch row's ``casd``). The SE's registration stands whatever the CA answers."""
+    from devices.models import SecureElement
+
+    SecureElement.objects.filter(pk=secure_element.pk).update(casd_public_key=casd_der)
+    secure_element.casd_public_key = casd_der
+    return _certify_casd(actor=actor, se=secure_element, casd_der=casd_der)
+
+
 def _certify_casd(*, actor: Actor, se: Any, casd_der: bytes) -> dict[str, Any]:
     """Hand the CASD key to the Controlling Authority (``keys.ca.casd_certify``), as the supplier."""
     if not casd_der:

@@ -22,6 +22,9 @@ class KeySetOut(serializers.Serializer):
     algorithm = serializers.CharField()
     key_length = serializers.IntegerField()
     status = serializers.CharField()
+    custody = serializers.CharField(
+        help_text="portal: sealed in the owner's vault; provider: only the SE and the provider hold the keys"
+    )
     kcv = serializers.SerializerMethodField()
     sequence_counter = serializers.IntegerField(allow_null=True)
     i_param = serializers.IntegerField()

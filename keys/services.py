@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -294,6 +295,7 @@ class SecureElementEnrolment:
     isd: SecurityDomain
     keyset: KeySet
     device: Device | None
+    casd: dict[str, Any] | None = None  # the CASD key's certification, when one was given
 
 
 def secure_element_enrol(

@@ -94,6 +94,9 @@ def test_the_init_json_and_keys_file_are_accepted_by_the_api_as_they_are(world: 
     )
     assert resp.status_code == 201, resp.content
     assert resp.json()["pairing"] == {"device": "GW-SIM-2", "state": "paired"}
+    # the CASD key the card generated is kept on the SE (no CA in this world: uncertified, and why)
+    casd = resp.json()["casd"]
+    assert casd["state"] == "uncertified" and casd["detail"]
 
 
 def test_an_unknown_organisation_is_a_clear_command_error(world: Any, tmp_path: Path) -> None:

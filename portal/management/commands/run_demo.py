@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from django.db import transaction
 DEMO_GATEWAYS = ["MTR-0001", "MTR-0002", "OBU-0001", "GW-0001"]
 
 
+GREENWATT_SD = "A00000015153504757"  # GreenWatt's SD on MTR-0002 (utilities world)
 DEMO_WAIT_S = 20.0  # long-poll wait of the demo gateways: jobs start the moment they are compiled
 
 
@@ -76,6 +78,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Simulated gateways: {', '.join(DEMO_GATEWAYS)} (logs in {logs})")
         stop = threading.Event()
         threading.Thread(target=self._sweeper, args=(stop,), daemon=True).start()
+        threading.Thread(target=self._confidential_demo, args=(server, env), daemon=True).start()
         try:
             procs[0].wait()
         except KeyboardInterrupt:
@@ -90,6 +93,108 @@ class Command(BaseCommand):
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+    def _confidential_demo(self, server: str, env: dict[str, str]) -> None:
+        """Utilities world: GreenWatt, the new supplier, gets an SD on meter MTR-0002 (created by the
+        TSM for it) and loads its own keys confidentially with its own tooling (``python -m sdk``,
+        own key store, only its API token). GridCo, which issued the SE, then sees the SD on its
+        device page but not its key check values; nobody but GreenWatt ever held the keys."""
+        marker = Path(settings.VAR_DIR) / "demo" / "greenwatt-confidential.done"
+        if marker.exists():
+            return
+        import httpx
+
+        password = os.environ.get("TESSERA_DEMO_PASSWORD", "tessera-demo")
+        say = self.stdout.write
+        try:
+            for _ in range(60):
+                try:
+                    httpx.get(f"{server}/healthz", timeout=2)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            tokens = {}
+            for slug in ("gridco", "trustsm", "greenwatt"):
+                r = httpx.post(f"{server}/api/v1/auth/token/", json={"username": slug, "password": password})
+                r.raise_for_status()
+                tokens[slug] = r.json()["token"]
+
+            def api(slug: str) -> httpx.Client:
+                return httpx.Client(
+                    base_url=f"{server}/api/v1",
+                    headers={"Authorization": f"Token {tokens[slug]}"},
+                    timeout=30,
+                )
+
+            with api("gridco") as gridco:
+                devices = gridco.get("/orgs/gridco/devices/", params={"page_size": 100}).json()["results"]
+                device = next(d for d in devices if d["serial"] == "MTR-0002")
+            device_id = device["id"]
+
+            def job(slug: str, body: dict[str, Any], **params: str) -> dict[str, Any]:
+                with api(slug) as c:
+                    r = c.post(f"/orgs/{slug}/devices/{device_id}/jobs/", json=body, params=params)
+                    if r.status_code != 201:
+                        raise RuntimeError(f"{body['kind']}: {r.status_code} {r.text[:200]}")
+                    url = f"/orgs/{slug}/jobs/{r.json()['id']}/"
+                    for _ in range(240):
+                        state = c.get(url, params=params).json()
+                        if state["state"] in ("succeeded", "failed", "rejected", "timed_out", "canceled"):
+                            if state["state"] != "succeeded":
+                                raise RuntimeError(
+                                    f"{body['kind']}: {state['state']} {state.get('error_code')}"
+                                )
+                            return state
+                        time.sleep(0.5)
+                raise RuntimeError(f"{body['kind']}: still running")
+
+            say("demo: GridCo loads the CA key and the CASD certificate onto MTR-0002's secure element")
+            job("gridco", {"kind": "casd_personalize", "params": {}})
+            say("demo: the TSM creates GreenWatt's security domain on MTR-0002")
+            job(
+                "trustsm",
+                {"kind": "create_security_domain", "params": {"aid": GREENWATT_SD, "owner": "greenwatt"}},
+                on_behalf_of="gridco",
+            )
+            store = Path(settings.VAR_DIR) / "demo" / "greenwatt-store"
+            store.parent.mkdir(parents=True, exist_ok=True)
+            sdk_env = {
+                **env,
+                "TESSERA_URL": server,
+                "TESSERA_ORG": "greenwatt",
+                "TESSERA_TOKEN": tokens["greenwatt"],
+                "TESSERA_PROVIDER_STORE": str(store),
+                "PYTHONPATH": str(Path(settings.BASE_DIR)),
+            }
+
+            def sdk(*args: str) -> dict[str, Any]:
+                out = subprocess.run(
+                    [sys.executable, "-m", "sdk", *args],
+                    env=sdk_env,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                if out.returncode:
+                    raise RuntimeError(f"tessera-provider {' '.join(args[:2])}: {out.stderr.strip()[:300]}")
+                return json.loads(out.stdout) if out.stdout.strip() else {}
+
+            say(
+                "demo: GreenWatt's own tooling: OCE key, certificate, CA pin, CASD check, confidential key load"
+            )
+            if not (store / "store.json").exists():
+                sdk("init", "--no-passphrase")
+            fingerprint = sdk("ca", "pin", "--fetch")["fingerprint_sha256"]
+            sdk("ca", "pin", "--fetch", "--fingerprint", fingerprint)
+            sdk("certificate", "request")
+            loaded = sdk("keys", "load", "--device", device_id, "--sd", GREENWATT_SD)
+            marker.write_text(json.dumps({"device": device_id, "sd": GREENWATT_SD}) + "\n")
+            say(
+                f"demo: GreenWatt's keys are on MTR-0002 (receipt verified: {loaded.get('receipt_verified', True)}); "
+                "log in as gridco and open MTR-0002: the SD is there, its key check values are not"
+            )
+        except Exception as exc:  # noqa: BLE001 - a demo step failing must not stop the portal
+            self.stderr.write(f"demo: confidential key loading did not complete: {exc}")
 
     def _sweeper(self, stop: threading.Event) -> None:
         from jobs.sweeper import sweep
@@ -184,5 +289,17 @@ class Command(BaseCommand):
                     sequence_counter=int(info["se"]["sequence_counter"]),
                     i_param=int(info["se"]["i_param"]),
                 )
+        casd = info["se"].get("casd_public_key")
+        if se is not None and casd:
+            # The key the card generated: kept on the SE, certified by the Controlling Authority.
+            from keys.handover import casd_public_key_der, secure_element_casd_record
+
+            state = secure_element_casd_record(
+                actor=Actor(user=None, org=se.issuer, member_role=MemberRole.OWNER),
+                secure_element=se,
+                casd_der=casd_public_key_der(casd),
+            )
+            if state.get("state") != "certified":
+                self.stderr.write(f"gateway {serial}: CASD not certified ({state.get('detail')})")
         self.stdout.write(f"gateway {serial}: enrolled (key id {info['key_id'][:16]}…)")
         return config
