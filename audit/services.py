@@ -74,7 +74,8 @@ def audit_record(
     acting = _org_id(getattr(actor, "org", None))
     behalf = _org_id(getattr(actor, "on_behalf_of", None))
     concerned = {o for o in (acting, behalf, *(_org_id(c) for c in concerns)) if o is not None}
-    with transaction.atomic():
+    # No savepoint of its own: an error here must abort the change it records anyway.
+    with transaction.atomic(savepoint=False):
         head, _ = AuditChainHead.objects.select_for_update().get_or_create(
             id=1, defaults={"last_hash": GENESIS_HASH, "last_seq": 0}
         )

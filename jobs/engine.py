@@ -138,8 +138,7 @@ def _isd(job: Job) -> SecurityDomain:
 
 
 def _keyset_for(job: Job, sd_aid: str) -> Any:
-    sd = SecurityDomain.objects.filter(secure_element=job.secure_element, aid=sd_aid).first()
-    keyset = key_selectors.active_keyset(sd) if sd is not None else None
+    keyset = key_selectors.active_keyset_at(job.secure_element, sd_aid)
     if keyset is None:
         raise CompilerError(f"no active key set is held for security domain {sd_aid}")
     return keyset

@@ -42,3 +42,18 @@ def active_keyset(sd: SecurityDomain) -> KeySet | None:
         .order_by("-created_at")
         .first()
     )
+
+
+def active_keyset_at(secure_element: Any, aid: str) -> KeySet | None:
+    """:func:`active_keyset` of the SD ``aid`` on ``secure_element``, in one query (the engine's
+    hot path). Server-internal, like :func:`active_keyset`."""
+    return (
+        KeySet.objects.filter(
+            security_domain__secure_element=secure_element,
+            security_domain__aid=aid,
+            status=KeySetStatus.ACTIVE,
+            custody=KeyCustody.PORTAL,
+        )
+        .order_by("-created_at")
+        .first()
+    )
