@@ -67,6 +67,8 @@ class Channel:
         self.ctx.clear()
         self.ctx.decrypt = None
         self.ctx.authenticated = False
+        self.ctx.oce_session = False
+        self.ctx.session_dek = None
 
 
 @functools.lru_cache(maxsize=256)
@@ -374,6 +376,11 @@ class Dispatcher:
         ch.session = session
         ch.ctx.authenticated = True
         ch.ctx.decrypt = session.decrypt_sensitive
+        if session.variant in ("a", "c"):
+            # An off-card entity proved by its certificate chain: a provider's session, restricted
+            # to delivering a key set to an SSD (gp.card.sd.entry, gp.keydelivery).
+            ch.ctx.oce_session = True
+            ch.ctx.session_dek = session._static.dek
         return _sw(SW_OK, data)
 
     def _initialize_update(self, ch: Channel, sd: Application, cmd: CommandAPDU) -> bytes:

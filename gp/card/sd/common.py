@@ -86,6 +86,11 @@ class ChannelContext:
     authenticated: bool = False
     # A confidential key-loading package arriving over several STORE DATA blocks (gp.card.sd.keyload).
     key_package: bytearray | None = None
+    # An SCP11a/c session opened with an OCE certificate chain: a provider, not the issuer. Only
+    # INSTALL [for personalization] of an SSD, the key-set STORE DATA and GET STATUS run in it
+    # (gp.card.sd.entry); ``session_dek`` is its S-DEK, for the key-set DGI (gp.keydelivery).
+    oce_session: bool = False
+    session_dek: bytes | None = field(default=None, repr=False)
 
     def clear(self) -> None:
         self.load = None

@@ -15,6 +15,7 @@ from gp.card.sd.common import (
     SW_CONDITIONS,
     SW_INS,
     SW_OK,
+    SW_SECURITY,
     CardError,
     ChannelContext,
 )
@@ -107,9 +108,15 @@ def process(
     """Run one plain (already unwrapped) command on Security Domain ``sd``.
 
     Personalization routing ends with the first command that is neither STORE DATA nor PUT KEY
-    (GP CS v2.3.1 §7.3.2); a LOAD sequence ends with anything but LOAD (§11.6.2).
+    (GP CS v2.3.1 §7.3.2); a LOAD sequence ends with anything but LOAD (§11.6.2). In an OCE
+    session (SCP11a/c) only INSTALL [for personalization], STORE DATA and GET STATUS run; anything
+    else is 6982 and changes nothing.
     """
     insb = cmd.ins
+    if ctx.oce_session and not (insb in (0xE2, 0xF2) or (insb == 0xE6 and cmd.p1 == 0x20)):
+        # An OCE (SCP11a/c) session is a provider's: it delivers a key set to an SSD and reads the
+        # registry, nothing else (docs/key-loading-package.md §8).
+        raise CardError(SW_SECURITY, "an OCE session may only personalise an SSD's keys")
     if insb != 0xE2 and insb != 0xD8:
         ctx.perso_target = None
         ctx.store_next_block = 0

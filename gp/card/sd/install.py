@@ -211,6 +211,8 @@ def _install_for_personalization(
         raise CardError(SW_NOT_FOUND, "application not found")
     if app.associated_sd != sd.aid:
         raise CardError(SW_SECURITY, "application is not associated with this Security Domain")
+    if ctx.oce_session and not app.is_security_domain:
+        raise CardError(SW_SECURITY, "an OCE session personalises Security Domains' keys only")
     if app.life_cycle.locked:
         raise CardError(SW_CONDITIONS, "application is locked")
     ctx.perso_target = app.aid

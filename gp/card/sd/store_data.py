@@ -11,11 +11,18 @@ whole package to :func:`gp.card.sd.keyload.handle_key_package` (ECDH by the CASD
 checked by :func:`gp.card.casd.verify_oce_chain` with the CASD's revoked serials, the anti-replay
 counter of :attr:`CardState.keyload_counters`), installs the key set in the SSD, records the
 counter and answers ``86 10 <receipt>``.  A refusal changes nothing on the card.
+
+SCP11a delivery (``docs/key-loading-package.md`` §8, :mod:`gp.keydelivery`): in an OCE session
+(SCP11a/c, ``ctx.oce_session``) STORE DATA is accepted only after INSTALL [for personalization] of
+an SSD, as one block (P1 ``89``) holding DGI ``00B9`` (KVN, type, length, KCVs) and DGI ``8113``
+(the keys under AES-KW with the session's S-DEK); the key set is installed in the SSD and the
+answer is ``KVN || KCVs``.  Anything else in such a session is ``6982``; a malformed template
+``6A80``; keys that do not unwrap or match their KCVs ``6988``.
 """
 
 from __future__ import annotations
 
-from gp import keyload, tlv
+from gp import keydelivery, keyload, tlv
 from gp.apdu import CommandAPDU
 from gp.card.casd import CASD_DGIS, CasdError, casd_key_agreement, store_casd_dgi, verify_oce_chain
 from gp.card.sd.common import (
@@ -30,7 +37,7 @@ from gp.card.sd.common import (
     _parse_error_sw,
     _require_auth,
 )
-from gp.card.sd.keyload import handle_key_package, install_key_set, is_key_package
+from gp.card.sd.keyload import KeyPackageResult, handle_key_package, install_key_set, is_key_package
 from gp.card.state import (
     Application,
     CardState,
@@ -56,6 +63,8 @@ def _store_data(state: CardState, ctx: ChannelContext, sd: Application, cmd: Com
     target = state.applications.get(ctx.perso_target) if ctx.perso_target is not None else sd
     if target is None:
         raise CardError(SW_NOT_FOUND, "personalization target vanished")
+    if ctx.oce_session:
+        return _key_set_delivery(state, ctx, target, sdata)
     if state.life_cycle is CardLifeCycle.CARD_LOCKED and target.aid != state.isd_aid:
         raise CardError(SW_CONDITIONS, "card locked")
     if target.life_cycle.locked:
@@ -177,3 +186,28 @@ def _key_package_block(
     install_key_set(target, result)
     state.keyload_counters[aid_key] = result.counter
     return result.response
+
+
+def _key_set_delivery(state: CardState, ctx: ChannelContext, target: Application, sdata: StoreData) -> bytes:
+    """STORE DATA in an OCE session: a key set for the SSD named by INSTALL [for personalization]."""
+    if ctx.perso_target is None or target.aid == state.isd_aid or not target.is_security_domain:
+        raise CardError(SW_SECURITY, "an OCE session stores only a key set, into an SSD")
+    if ctx.session_dek is None:  # pragma: no cover - set together with oce_session
+        raise CardError(SW_SECURITY, "no session key to open the key set with")
+    ctx.perso_target = None  # one delivery per INSTALL [for personalization]
+    ctx.store_next_block = 0
+    if (
+        sdata.block_number != 0
+        or not sdata.last
+        or sdata.structure is not DataStructure.DGI
+        or sdata.encryption is not Encryption.NONE
+    ):
+        raise CardError(SW_WRONG_DATA, "a key set is one STORE DATA block, P1 89, block 00")
+    try:
+        control = keydelivery.read_key_set_dgis(sdata.data)
+        keys = keydelivery.open_key_set(control, dek=ctx.session_dek)
+    except keydelivery.KeyDeliveryError as e:
+        raise CardError(e.sw, e.code) from None
+    result = KeyPackageResult(keys, control.kvn, 0, b"")
+    install_key_set(target, result)
+    return keydelivery.encode_response(control)
