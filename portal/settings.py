@@ -192,6 +192,16 @@ TESSERA_VAULT_BACKEND = env_str("TESSERA_VAULT_BACKEND", "local").strip() or "lo
 TESSERA_VAULT_NEW_BACKEND = env_str("TESSERA_VAULT_NEW_BACKEND", "").strip()
 TESSERA_VAULT_GENERATE_KEY = env_bool("TESSERA_VAULT_GENERATE_KEY", EMBEDDED or DEBUG)
 
+# --- Key policy and the CA (keys.policy, keys.ca) ------------------------------------------------
+TESSERA_KEY_POLICY = env_str("TESSERA_KEY_POLICY", "nist").strip() or "nist"
+if TESSERA_KEY_POLICY not in ("nist", "aes256-only"):
+    raise ImproperEnvironment(f"TESSERA_KEY_POLICY={TESSERA_KEY_POLICY!r}: use nist or aes256-only")
+# Intended crypto-period of a new key set (SP 800-57 Pt 1 Table 1: up to 2 years for a symmetric
+# key-wrapping/authentication key's originator usage period).
+TESSERA_KEY_CRYPTO_PERIOD_DAYS = env_int("TESSERA_KEY_CRYPTO_PERIOD_DAYS", 730, minimum=1, maximum=36500)
+# Which CA certifies SEs' CASD keys when several are active: its id or its organisation's slug.
+TESSERA_CA = env_str("TESSERA_CA", "").strip()
+
 # --- i18n / static --------------------------------------------------------------------------
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
