@@ -64,3 +64,18 @@ class JobCancelView(OrgScopedAPIView):
         job = services.job_cancel(actor=self.actor, job=job)
         ctx = self.context(request, subject_id=self.actor.subject.pk)
         return Response(s.JobOut(job, context=ctx).data)
+
+
+class JobInputView(OrgScopedAPIView):
+    """POST the provider's next commands to a job awaiting input (load_keys_scp11 round 2)."""
+
+    write_action = Action.JOBS_REQUEST
+
+    @extend_schema(parameters=[ON_BEHALF_PARAM], request=s.JobInputIn, responses=s.JobOut)
+    def post(self, request: Request, org: str, pk: str) -> Response:
+        job = get_visible(Job, self.actor, Action.JOBS_VIEW, pk=pk)
+        data = s.JobInputIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = services.job_input(actor=self.actor, job=job, body=dict(data.validated_data))
+        ctx = self.context(request, subject_id=self.actor.subject.pk)
+        return Response(s.JobOut(job, context=ctx).data)

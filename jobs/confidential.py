@@ -168,52 +168,7 @@ def clean_load_keys(
             code="package_wrong_sd",
             fields={"package": ["wrong_sd"]},
         )
-    ca_cert = (
-        Certificate.objects.select_related("issuer")
-        .filter(kind=CertificateKind.CASD, secure_element=se)
-        .order_by("-created_at")
-        .first()
-    )
-    if ca_cert is None:
-        raise JobConflict(
-            "This secure element's CASD is not certified: no CA to check the package's chain against.",
-            code="no_casd_certificate",
-        )
-    ca = ca_cert.issuer
-    root_key = x509.load_der_x509_certificate(bytes(ca.root_certificate)).public_key()
-    try:
-        assert isinstance(root_key, ec.EllipticCurvePublicKey)
-        leaf = gpcert.verify_chain(list(package.certificates), root_key)
-    except gpcert.CertificateError as e:
-        raise InvalidJobRequest(
-            f"The package's OCE certificate chain does not verify to the CA of this secure element: {e.message}",
-            code="oce_chain_invalid",
-            fields={"package": [e.code]},
-        ) from None
-    issued = {
-        c.serial: c
-        for c in Certificate.objects.filter(
-            issuer=ca,
-            serial__in=[_serial_hex(gpcert.parse_certificate(x).serial) for x in package.certificates],
-        )
-    }
-    leaf_row = issued.get(_serial_hex(leaf.serial))
-    if (
-        leaf_row is None
-        or leaf_row.kind != CertificateKind.OCE
-        or leaf.raw not in (bytes(leaf_row.der), bytes(leaf_row.gp_der))
-    ):
-        raise InvalidJobRequest(
-            "The package's OCE certificate was not issued by this secure element's CA.",
-            code="oce_certificate_unknown",
-            fields={"package": ["oce_unknown"]},
-        )
-    if any(c.revoked_at is not None for c in issued.values()):
-        raise InvalidJobRequest(
-            "The package's OCE certificate is revoked; ask the CA for a new one and build a new package.",
-            code="oce_certificate_revoked",
-            fields={"package": ["oce_revoked"]},
-        )
+    leaf_row = _check_oce_chain(se, list(package.certificates), field="package", what="package's")
     kcvs = dict(zip(("enc", "mac", "dek"), (k.hex().upper() for k in package.kcvs), strict=True))
     clean = {
         "sd": sd.aid,
@@ -227,6 +182,148 @@ def clean_load_keys(
         "oce_org": leaf_row.subject_org.slug if leaf_row.subject_org_id else "",
     }
     return clean, raw
+
+
+def _check_oce_chain(se: SecureElement, certificates: list[bytes], *, field: str, what: str) -> Certificate:
+    """The OCE chain verifies to the CA that certified this SE's CASD, its leaf was issued by that
+    CA as an OCE certificate, and none of it is revoked; returns the leaf's row.
+
+    Error codes (400): ``oce_chain_invalid``, ``oce_certificate_unknown``, ``oce_certificate_revoked``;
+    409 ``no_casd_certificate`` when the SE's CASD is not certified."""
+    ca_cert = (
+        Certificate.objects.select_related("issuer")
+        .filter(kind=CertificateKind.CASD, secure_element=se)
+        .order_by("-created_at")
+        .first()
+    )
+    if ca_cert is None:
+        raise JobConflict(
+            f"This secure element's CASD is not certified: no CA to check the {what} chain against.",
+            code="no_casd_certificate",
+        )
+    ca = ca_cert.issuer
+    root_key = x509.load_der_x509_certificate(bytes(ca.root_certificate)).public_key()
+    try:
+        assert isinstance(root_key, ec.EllipticCurvePublicKey)
+        leaf = gpcert.verify_chain(list(certificates), root_key)
+    except gpcert.CertificateError as e:
+        raise InvalidJobRequest(
+            f"The {what} OCE certificate chain does not verify to the CA of this secure element: {e.message}",
+            code="oce_chain_invalid",
+            fields={field: [e.code]},
+        ) from None
+    issued = {
+        c.serial: c
+        for c in Certificate.objects.filter(
+            issuer=ca,
+            serial__in=[_serial_hex(gpcert.parse_certificate(x).serial) for x in certificates],
+        )
+    }
+    leaf_row = issued.get(_serial_hex(leaf.serial))
+    if (
+        leaf_row is None
+        or leaf_row.kind != CertificateKind.OCE
+        or leaf.raw not in (bytes(leaf_row.der), bytes(leaf_row.gp_der))
+    ):
+        raise InvalidJobRequest(
+            f"The {what} OCE certificate was not issued by this secure element's CA.",
+            code="oce_certificate_unknown",
+            fields={field: ["oce_unknown"]},
+        )
+    if any(c.revoked_at is not None for c in issued.values()):
+        raise InvalidJobRequest(
+            f"The {what} OCE certificate is revoked; ask the CA for a new one.",
+            code="oce_certificate_revoked",
+            fields={field: ["oce_revoked"]},
+        )
+    return leaf_row
+
+
+# --- load_keys_scp11 -------------------------------------------------------------------------------
+
+
+def clean_load_keys_scp11(se: SecureElement, sd: SecurityDomain, params: dict[str, Any]) -> dict[str, Any]:
+    """Round 1 of the provider's own SCP11a session (docs/key-loading-package.md §8): its
+    PERFORM SECURITY OPERATION chain and MUTUAL AUTHENTICATE, exactly those command types, at
+    security level 34; the OCE chain checked as a package's is. Returns the job's params.
+
+    Error codes (400): ``invalid_job`` (not hex, unknown params, wrong command types or level), the
+    chain codes of :func:`_check_oce_chain`."""
+    unknown = set(params) - {"sd", "authenticate"}
+    if unknown:
+        raise InvalidJobRequest(
+            "load_keys_scp11 takes 'sd' and 'authenticate' only.", fields={k: ["unknown"] for k in unknown}
+        )
+    commands = params.get("authenticate")
+    if not isinstance(commands, list) or not commands:
+        raise InvalidJobRequest(
+            "authenticate must be the list of hex C-APDUs from gp.scp11.HostSession.authenticate_commands().",
+            fields={"authenticate": ["invalid"]},
+        )
+    raw = [_hex(c, f"authenticate[{i}]", max_bytes=C.MAX_COMMAND_BYTES) for i, c in enumerate(commands)]
+    try:
+        handshake = C.check_scp11_authenticate(raw)
+    except CompilerError as e:
+        raise InvalidJobRequest(
+            f"authenticate: {e}", fields={"authenticate": ["not_scp11_opening"]}
+        ) from None
+    try:
+        leaf_row = _check_oce_chain(se, handshake.certificates, field="authenticate", what="session's")
+    except gpcert.CertificateError as e:  # a certificate that does not even parse
+        raise InvalidJobRequest(
+            f"authenticate: a certificate does not parse: {e.message}",
+            code="oce_chain_invalid",
+            fields={"authenticate": [e.code]},
+        ) from None
+    return {
+        "sd": sd.aid,
+        "authenticate": [c.hex().upper() for c in raw],
+        "variant": handshake.variant,
+        "security_level": f"{handshake.security_level:02X}",
+        "oce_certificate": str(leaf_row.pk),
+        "oce_org": leaf_row.subject_org.slug if leaf_row.subject_org_id else "",
+    }
+
+
+def clean_scp11_input(job: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """Round 2: ``{"commands": [INSTALL, STORE DATA], "kvn", "key_length", "kcvs": {enc, mac, dek}}``.
+    The commands must address the job's SD and carry a key-set template that names exactly the
+    declared KVN, length and KCVs. Returns the params to add. 400 ``invalid_job`` otherwise."""
+    unknown = set(body) - {"commands", "kvn", "key_length", "kcvs"}
+    if unknown:
+        raise InvalidJobRequest(
+            "The input takes 'commands', 'kvn', 'key_length' and 'kcvs' only.",
+            fields={k: ["unknown"] for k in unknown},
+        )
+    commands = body.get("commands")
+    if not isinstance(commands, list) or len(commands) != 2:
+        raise InvalidJobRequest(
+            "commands must be the two wrapped C-APDUs: INSTALL [for personalization], STORE DATA.",
+            fields={"commands": ["invalid"]},
+        )
+    raw = [_hex(c, f"commands[{i}]", max_bytes=C.MAX_COMMAND_BYTES) for i, c in enumerate(commands)]
+    try:
+        control = C.check_scp11_delivery(raw, sd_aid=bytes.fromhex(job.params["sd"]))
+    except CompilerError as e:
+        raise InvalidJobRequest(f"commands: {e}", fields={"commands": ["not_a_delivery"]}) from None
+    kcvs = body.get("kcvs")
+    if (
+        body.get("kvn") != control.kvn
+        or body.get("key_length") != control.key_length
+        or not isinstance(kcvs, dict)
+        or {k: str(v).upper() for k, v in kcvs.items()} != control.kcvs_hex()
+    ):
+        raise InvalidJobRequest(
+            "kvn, key_length and kcvs must be those of the key set the STORE DATA carries.",
+            code="delivery_mismatch",
+            fields={"kcvs": ["mismatch"]},
+        )
+    return {
+        "deliver": {"commands": [c.hex().upper() for c in raw]},
+        "kvn": control.kvn,
+        "key_length": control.key_length,
+        "kcvs": control.kcvs_hex(),
+    }
 
 
 # --- run_script ------------------------------------------------------------------------------------

@@ -145,6 +145,10 @@ def apply_effects(
         details.update(_casd_on_card(job))
     elif name == "relay_key_package":
         details.update(_provider_keyset(job, outcome))
+    elif name == "scp11_authenticate":
+        details.update({"sd": job.params["sd"], "variant": job.params["variant"], "awaiting_input": True})
+    elif name == "scp11_deliver":
+        details.update(_provider_keyset_scp11(job))
     elif name == "run_script":
         details.update({"sd": job.params["sd"], "commands": len(job.params["commands"])})
     elif name == "read_status" and outcome is not None:
@@ -185,7 +189,7 @@ def _provider_keyset(job: Job, outcome: ScriptOutcome | None) -> dict[str, Any]:
     (KVN, length, KCVs, no key material), supersede any live set of that KVN on the SD (the card
     replaced it), keep the card's receipt for the provider, and drop the package."""
     from gp.keyload import KeyLoadError, parse_receipt_response
-    from keys.models import KeyCustody, KeySet, KeySetStatus
+    from keys.models import KeyCustody
 
     se = job.secure_element
     params = job.params
@@ -197,6 +201,36 @@ def _provider_keyset(job: Job, outcome: ScriptOutcome | None) -> dict[str, Any]:
         except KeyLoadError:
             receipt = ""
     kvn, kcvs = int(params["kvn"]), params["kcvs"]
+    _record_provider_keyset(job, sd, kvn=kvn, key_length=int(params["key_length"]), kcvs=kcvs)
+    result = {"receipt": receipt, "kvn": kvn, "counter": int(params["counter"]), "kcvs": kcvs}
+    job.result = {**job.result, **result}
+    job.secrets_sealed = None  # the package is not needed any more (the step keeps it sealed)
+    job.save(update_fields=["result", "secrets_sealed"])
+    return {"sd": sd.aid, "kvn": kvn, "custody": KeyCustody.PROVIDER, "receipt": bool(receipt)}
+
+
+def _provider_keyset_scp11(job: Job) -> dict[str, Any]:
+    """A key set delivered over the provider's own SCP11a session, confirmed by the card's KVN and
+    KCVs: recorded in the provider's custody (no key material), like a package's."""
+    from keys.models import KeyCustody
+
+    params = job.params
+    sd = SecurityDomain.objects.get(secure_element=job.secure_element, aid=params["sd"])
+    kvn, kcvs = int(params["kvn"]), params["kcvs"]
+    _record_provider_keyset(job, sd, kvn=kvn, key_length=int(params["key_length"]), kcvs=kcvs)
+    job.result = {**job.result, "kvn": kvn, "kcvs": kcvs}
+    job.save(update_fields=["result"])
+    return {"sd": sd.aid, "kvn": kvn, "custody": KeyCustody.PROVIDER, "scp11": True}
+
+
+def _record_provider_keyset(
+    job: Job, sd: SecurityDomain, *, kvn: int, key_length: int, kcvs: dict[str, str]
+) -> Any:
+    """The provider-held KeySet (KVN, length, KCVs, no key material); any live set of that KVN on the
+    SD is superseded (the card replaced it). Audited as ``keyset:import`` for the SD's owner."""
+    from keys.models import KeyCustody, KeySet, KeySetStatus
+
+    se = job.secure_element
     actor = engine_actor(sd.owner)
     for old in sd.key_sets.filter(kvn=kvn).exclude(status=KeySetStatus.DESTROYED):
         _retire(sd, old)
@@ -204,7 +238,7 @@ def _provider_keyset(job: Job, outcome: ScriptOutcome | None) -> dict[str, Any]:
         owner=sd.owner,
         security_domain=sd,
         kvn=kvn,
-        key_length=int(params["key_length"]),
+        key_length=key_length,
         sealed=b"",
         custody=KeyCustody.PROVIDER,
         kcv_enc=kcvs["enc"],
@@ -227,11 +261,7 @@ def _provider_keyset(job: Job, outcome: ScriptOutcome | None) -> dict[str, Any]:
         },
         concerns=[o for o in (sd.owner_id, job.requested_by_id, se.issuer_id) if o],
     )
-    result = {"receipt": receipt, "kvn": kvn, "counter": int(params["counter"]), "kcvs": kcvs}
-    job.result = {**job.result, **result}
-    job.secrets_sealed = None  # the package is not needed any more (the step keeps it sealed)
-    job.save(update_fields=["result", "secrets_sealed"])
-    return {"sd": sd.aid, "kvn": kvn, "custody": KeyCustody.PROVIDER, "receipt": bool(receipt)}
+    return keyset
 
 
 def _forget_sd(sd: SecurityDomain) -> None:

@@ -32,10 +32,13 @@ from django.utils import timezone
 from audit.models import AuditTag
 from audit.services import audit_record
 from devices.models import SecurityDomain
+from gp import keydelivery
+from gp.apdu import ResponseAPDU
+from gp.errors import GPError
 from gp.scp03 import StaticKeys
 from jobs import steps as S
 from jobs.compiler import payloads as P
-from jobs.compiler.confidential import relay_outcome, relay_script
+from jobs.compiler.confidential import relay_outcome, relay_script, scp11_deliver_script, scp11_open_script
 from jobs.compiler.inventory import CardInventory, parse_inventory
 from jobs.compiler.session import (
     INITIAL_SEQUENCE_COUNTER,
@@ -63,6 +66,7 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = (StepState.READY, StepState.DISPATCHED, StepState.REPORTED)
 RECONCILE_PREFIX = "reconcile:"
 RELAY_MODE = "relay"  # JobStep.session of a run_script step: no session plan, nothing sealed
+SCP11_OPEN, SCP11_DELIVER = "scp11_authenticate", "scp11_deliver"  # the rounds of load_keys_scp11
 
 
 # --- has-work marker -------------------------------------------------------------------------
@@ -265,10 +269,25 @@ def _create_step(
 
 def _create_relay_step(job: Job, spec: S.StepSpec, *, attempt: int) -> JobStep:
     """run_script: SELECT the provider's SD in the clear and its own commands, unchanged. No keys
-    of ours, nothing to seal: the commands are the provider's, protected by its own session."""
-    script = relay_script(
-        sd_aid=bytes.fromhex(spec.sd_aid), commands=[bytes.fromhex(c) for c in job.params["commands"]]
-    )
+    of ours, nothing to seal: the commands are the provider's, protected by its own session.
+    load_keys_scp11: round 1 is SELECT ISD and the provider's SCP11a opening; round 2 its wrapped
+    delivery with no SELECT before it (the card session of round 1 carries it)."""
+    select = True
+    if spec.name == SCP11_OPEN:
+        script = scp11_open_script(
+            isd_aid=bytes.fromhex(spec.sd_aid),
+            commands=[bytes.fromhex(c) for c in job.params["authenticate"]],
+        )
+    elif spec.name == SCP11_DELIVER:
+        deliver = job.params.get("deliver")
+        if not deliver:
+            raise CompilerError("the provider's round-2 commands have not arrived")
+        script = scp11_deliver_script([bytes.fromhex(c) for c in deliver["commands"]])
+        select = False
+    else:
+        script = relay_script(
+            sd_aid=bytes.fromhex(spec.sd_aid), commands=[bytes.fromhex(c) for c in job.params["commands"]]
+        )
     return JobStep.objects.create(
         job=job,
         index=job.step_index,
@@ -277,7 +296,7 @@ def _create_relay_step(job: Job, spec: S.StepSpec, *, attempt: int) -> JobStep:
         phase="script",
         item_id=_item_id(job, job.step_index, attempt, "script", spec.name),
         state=StepState.READY,
-        session={"mode": RELAY_MODE, "sd_aid": spec.sd_aid},
+        session={"mode": RELAY_MODE, "sd_aid": spec.sd_aid, **({} if select else {"select": False})},
         commands=script.to_wire(),
         deadline=timezone.now() + timedelta(seconds=settings.TESSERA_JOB_STEP_SECONDS),
     )
@@ -529,9 +548,12 @@ def _interpret_relay(job: Job, step: JobStep) -> None:
     command stops the script and fails the job with the answers so far; a script that never ran
     (no answer at all) is retried; one that stopped half-way is not (the provider's session is
     spent), the job fails with what the card answered."""
+    select = step.session.get("select", True)
     try:
         outcome = relay_outcome(
-            n_commands=len(job.params["commands"]), responses=[bytes.fromhex(r) for r in step.responses]
+            n_commands=len(step.commands) - (1 if select else 0),
+            responses=[bytes.fromhex(r) for r in step.responses],
+            select=select,
         )
     except CompilerError as exc:
         step.state = StepState.FAILED
@@ -547,6 +569,9 @@ def _interpret_relay(job: Job, step: JobStep) -> None:
         "completed": outcome.completed,
         **({"failed_sw": f"{outcome.failed_sw:04X}"} if outcome.failed_sw is not None else {}),
     }
+    if step.name in (SCP11_OPEN, SCP11_DELIVER):
+        _interpret_scp11(job, step, outcome, responses)
+        return
     if step.report_status == "completed" and outcome.completed:
         step.state = StepState.COMPLETED
         step.save(update_fields=["state", "outcome"])
@@ -578,6 +603,103 @@ def _interpret_relay(job: Job, step: JobStep) -> None:
         error_code=code,
         result={**job.result, "responses": responses},
     )
+
+
+def _interpret_scp11(job: Job, step: JobStep, outcome: Any, responses: list[str]) -> None:
+    """load_keys_scp11 (docs/key-loading-package.md §8). Round 1 answered: the responses go to the
+    provider (job result ``authenticate``) and the job waits for its input, keeping the card
+    session (no other job's work reaches the device: ``jobs.exchange.session_holder``). Round 2
+    answered: the card's R-MAC'd ``KVN || KCVs`` must name the declared key set, which is then
+    recorded in the provider's custody. Round 2 is never retried: its session is spent."""
+    completed = step.report_status == "completed" and outcome.completed
+    step.state = StepState.COMPLETED if completed else StepState.FAILED
+    step.save(update_fields=["state", "outcome"])
+    spec = _spec_for_step(job, step.name)
+    if step.name == SCP11_OPEN:
+        if completed:
+            apply_effects(job, spec, None)
+            job.step_index += 1
+            job.save(update_fields=["step_index"])
+            job_transition(
+                job=job,
+                to=JobState.AWAITING_INPUT,
+                reason="the card answered the provider's SCP11a opening; waiting for its key set",
+                result={**job.result, "authenticate": responses},
+                input_deadline=timezone.now() + timedelta(seconds=scp11_input_seconds()),
+            )
+            return
+        if outcome.select_sw is None:
+            _retry_later(
+                job,
+                f"the device could not run round 1: {step.report_detail or 'no response'}",
+                "device_error",
+            )
+            return
+        what = (
+            "SELECT of the ISD" if outcome.failed_index == -1 else f"provider command {outcome.failed_index}"
+        )
+        sw = outcome.failed_sw
+        job_transition(
+            job=job,
+            to=JobState.FAILED,
+            reason=f"the card answered {sw:04X} to {what}"
+            if sw is not None
+            else "round 1 stopped before its end",
+            error_code=f"card_{sw:04X}" if sw is not None else "script_interrupted",
+            result={**job.result, "authenticate": responses},
+        )
+        return
+    result = {**job.result, "responses": responses}
+    if not completed:
+        if not responses:
+            reason, code = (
+                "round 2 never reached the card (agent restarted or card lost): the SCP11 session is gone",
+                "scp11_session_lost",
+            )
+        elif outcome.failed_sw is not None:
+            reason = (
+                f"the card answered {outcome.failed_sw:04X} to provider command {outcome.failed_index}"
+                + (
+                    "; a card that lost the SCP11 session (agent restart, reset) answers so"
+                    if outcome.failed_sw == 0x6982
+                    else ""
+                )
+            )
+            code = f"card_{outcome.failed_sw:04X}"
+        else:
+            reason, code = "round 2 stopped before its end (agent interrupted)", "script_interrupted"
+        job_transition(job=job, to=JobState.FAILED, reason=reason, error_code=code, result=result)
+        return
+    try:
+        data = ResponseAPDU.parse(bytes.fromhex(responses[-1])).data
+        kvn, kcvs = keydelivery.parse_response(data[: len(data) - 8])
+    except (GPError, ValueError):
+        kvn, kcvs = -1, (b"", b"", b"")
+    declared = job.params["kcvs"]
+    if kvn != int(job.params["kvn"]) or [k.hex().upper() for k in kcvs] != [
+        declared["enc"],
+        declared["mac"],
+        declared["dek"],
+    ]:
+        job_transition(
+            job=job,
+            to=JobState.FAILED,
+            reason="the card's answer does not name the declared key set (KVN and KCVs)",
+            error_code="delivery_unconfirmed",
+            result=result,
+        )
+        return
+    job.result = result
+    job.save(update_fields=["result"])
+    apply_effects(job, spec, None)
+    job.step_index += 1
+    job.save(update_fields=["step_index"])
+    _continue(job)
+
+
+def scp11_input_seconds() -> int:
+    """How long a load_keys_scp11 job waits for the provider's round 2 (``TESSERA_JOB_INPUT_SECONDS``)."""
+    return int(getattr(settings, "TESSERA_JOB_INPUT_SECONDS", 300))
 
 
 def _interpret_open(job: Job, step: JobStep) -> None:

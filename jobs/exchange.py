@@ -23,7 +23,7 @@ from agent.protocol import KIND_APDU_SCRIPT, Command, ExchangeRequest, ExchangeR
 from audit.models import AuditTag
 from audit.services import audit_record
 from jobs.engine import has_work_key
-from jobs.models import Job, JobState, JobStep, StepState
+from jobs.models import TERMINAL_STATES, Job, JobKind, JobState, JobStep, StepState
 from jobs.services import job_audience, job_transition
 
 REPORTABLE = (StepState.DISPATCHED, StepState.SUPERSEDED)
@@ -84,8 +84,24 @@ def record_results(device_id: str, results: tuple[WorkResult, ...]) -> list[str]
     return acks
 
 
+def session_holder(device_id: Any) -> Any:
+    """The job that holds the device's card session, if any: a ``load_keys_scp11`` job whose
+    round 1 was handed out and which has not ended. Its two rounds share one SCP11 session on the
+    card, so no other job's work may reach the device until it ends (success, failure, cancel,
+    input timeout: ``jobs.services`` wakes the device then)."""
+    return (
+        JobStep.objects.filter(
+            job__device_id=device_id, job__kind=JobKind.LOAD_KEYS_SCP11, dispatched_at__isnull=False
+        )
+        .exclude(job__state__in=TERMINAL_STATES)
+        .values_list("job_id", flat=True)
+        .first()
+    )
+
+
 def collect_work(device_id: str, *, limit: int = 8) -> list[WorkItem]:
-    """Dispatch the device's ready steps (compare-and-set READY → DISPATCHED)."""
+    """Dispatch the device's ready steps (compare-and-set READY → DISPATCHED); while a job holds
+    the card session (:func:`session_holder`) only its own steps."""
     cache.delete(has_work_key(device_id))
     items: list[WorkItem] = []
     steps = list(
@@ -93,7 +109,10 @@ def collect_work(device_id: str, *, limit: int = 8) -> list[WorkItem]:
         .filter(job__device_id=device_id, state=StepState.READY)
         .order_by("created_at", "id")[:limit]
     )
+    holder = session_holder(device_id) if steps else None
     for step in steps:
+        if holder is not None and step.job_id != holder:
+            continue  # stays READY; released when the holder ends
         with transaction.atomic():
             now = timezone.now()
             if not JobStep.objects.filter(pk=step.pk, state=StepState.READY).update(
@@ -101,6 +120,8 @@ def collect_work(device_id: str, *, limit: int = 8) -> list[WorkItem]:
             ):
                 continue
             job: Job = step.job
+            if job.kind == JobKind.LOAD_KEYS_SCP11:
+                holder = job.id  # the rest of this answer is its alone
             if job.state == JobState.QUEUED:
                 job_transition(job=job, to=JobState.DISPATCHED)
             items.append(

@@ -29,6 +29,7 @@ class JobKind(models.TextChoices):
     CASD_PERSONALIZE = "casd_personalize", "Personalise the CASD (CA key, certificate, revocations)"
     LOAD_KEYS_CONFIDENTIAL = "load_keys_confidential", "Load keys confidentially (provider's package)"
     RUN_SCRIPT = "run_script", "Run the provider's own script"
+    LOAD_KEYS_SCP11 = "load_keys_scp11", "Load keys over the provider's own SCP11a session (online)"
 
 
 class JobState(models.TextChoices):
@@ -36,6 +37,7 @@ class JobState(models.TextChoices):
     QUEUED = "queued", "Queued"
     DISPATCHED = "dispatched", "Dispatched"
     RUNNING = "running", "Running"
+    AWAITING_INPUT = "awaiting_input", "Awaiting the provider's next commands"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     REJECTED = "rejected", "Rejected"
@@ -54,7 +56,8 @@ TERMINAL_STATES = frozenset(
         JobState.EXPIRED,
     }
 )
-ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.DISPATCHED, JobState.RUNNING})
+# awaiting_input: between the two rounds of load_keys_scp11, the card session is the job's.
+ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.DISPATCHED, JobState.RUNNING, JobState.AWAITING_INPUT})
 
 
 class ScriptMode(models.TextChoices):
@@ -109,6 +112,11 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     no_show_deadline = models.DateTimeField(null=True, blank=True)
     overall_deadline = models.DateTimeField(null=True, blank=True)
+    input_deadline = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="awaiting_input: the provider's next commands must arrive before this",
+    )
 
     class Meta:
         ordering = ["-created_at"]

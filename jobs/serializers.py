@@ -10,7 +10,7 @@ from jobs.models import JobKind, ScriptMode
 from portal.api import StrictSerializer
 from tenants.serializers import abs_url, org_slug
 
-PROVIDER_KINDS = ("load_keys_confidential", "run_script")
+PROVIDER_KINDS = ("load_keys_confidential", "run_script", "load_keys_scp11")
 
 
 def _is_party(context: dict[str, Any], obj: Any) -> bool:
@@ -22,6 +22,15 @@ class JobRequestIn(StrictSerializer):
     kind = serializers.ChoiceField(choices=JobKind.choices)
     params = serializers.DictField(required=False, default=dict)
     mode = serializers.ChoiceField(choices=ScriptMode.choices, required=False)
+
+
+class JobInputIn(StrictSerializer):
+    """Round 2 of load_keys_scp11: the provider's wrapped commands and the key set they carry."""
+
+    commands = serializers.ListField(child=serializers.CharField(max_length=600), min_length=1, max_length=8)
+    kvn = serializers.IntegerField(min_value=1, max_value=0x7F)
+    key_length = serializers.ChoiceField(choices=[16, 24, 32])
+    kcvs = serializers.DictField(child=serializers.CharField(max_length=6))
 
 
 class JobStepOut(serializers.Serializer):
@@ -81,7 +90,7 @@ class JobOut(serializers.Serializer):
             params["data"] = [{"dgi": d["dgi"], "length": len(d["value"]) // 2} for d in params["data"]]
         # A provider's key check values, and its script, are the provider's (and its TSM's) to see.
         if obj.kind in PROVIDER_KINDS and not _is_party(self.context, obj):
-            for key in ("kcvs", "commands"):
+            for key in ("kcvs", "commands", "authenticate", "deliver"):
                 if key in params:
                     params[key] = "hidden"
         return params
@@ -102,6 +111,7 @@ class JobDetailOut(JobOut):
             "counter",
             "kcvs",
             "responses",
+            "authenticate",
             "certificate_serial",
             "ca_identifier",
             "revoked",

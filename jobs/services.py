@@ -43,6 +43,7 @@ MANDATE_FOR_KIND: dict[str, str] = {
     JobKind.CASD_PERSONALIZE: MandateAction.KEYS_LOAD,
     JobKind.LOAD_KEYS_CONFIDENTIAL: MandateAction.KEYS_LOAD,
     JobKind.RUN_SCRIPT: MandateAction.APPS_MANAGE,
+    JobKind.LOAD_KEYS_SCP11: MandateAction.KEYS_LOAD,
 }
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -54,6 +55,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     ),
     JobState.DISPATCHED: frozenset(
         {
+            JobState.AWAITING_INPUT,
             JobState.RUNNING,
             JobState.QUEUED,
             JobState.FAILED,
@@ -72,7 +74,12 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
             JobState.TIMED_OUT,
             JobState.CANCELED,
             JobState.REJECTED,
+            JobState.AWAITING_INPUT,
         }
+    ),
+    # load_keys_scp11 between its rounds: the provider's input, its timeout, a cancel.
+    JobState.AWAITING_INPUT: frozenset(
+        {JobState.QUEUED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELED}
     ),
 }
 for _terminal in TERMINAL_STATES:
@@ -293,7 +300,7 @@ def job_request(
         beneficiary = se.issuer
         target_aid = isd.aid
         target_sd = isd
-    elif kind in (JobKind.LOAD_KEYS_CONFIDENTIAL, JobKind.RUN_SCRIPT):
+    elif kind in (JobKind.LOAD_KEYS_CONFIDENTIAL, JobKind.RUN_SCRIPT, JobKind.LOAD_KEYS_SCP11):
         # The SD's owner (or its mandated TSM) asks; for a package the SE issuer's ISD session
         # relays it, for a script nobody's session but the provider's own runs.
         sd = _sd_by_aid(device, _aid(params.get("sd"), "sd"))
@@ -305,6 +312,9 @@ def job_request(
         _check_actor_may(actor, kind, on=sd.owner, beneficiary=sd.owner)
         if kind == JobKind.LOAD_KEYS_CONFIDENTIAL:
             clean, sealed_package = confidential.clean_load_keys(se, sd, params)
+        elif kind == JobKind.LOAD_KEYS_SCP11:
+            clean = confidential.clean_load_keys_scp11(se, sd, params)
+            mode = ScriptMode.INTERACTIVE  # two rounds on one card session: an online device
         else:
             clean = {"sd": sd.aid, "commands": confidential.clean_run_script(params)}
         beneficiary = sd.owner
@@ -439,6 +449,9 @@ def job_transition(
         if not updated:
             return False
         job.refresh_from_db()
+        if to in TERMINAL_STATES and job.kind == JobKind.LOAD_KEYS_SCP11:
+            # The device's card session is free again: other jobs' steps held back may go now.
+            transaction.on_commit(lambda: _release_device(job.device_id))
         if to in TERMINAL_STATES:
             # A step compiled but never handed out must not reach the card of an ended job.
             from jobs.models import JobStep, StepState
@@ -458,6 +471,47 @@ def job_transition(
         )
         publish(job_audience(job), job_event(job, reason=reason[:300]))
     return True
+
+
+def _release_device(device_id: Any) -> None:
+    from jobs.engine import mark_has_work
+
+    mark_has_work(device_id)
+
+
+def job_input(*, actor: Actor, job: Job, body: dict[str, Any]) -> Job:
+    """Round 2 of ``load_keys_scp11``: the provider's wrapped INSTALL [for personalization] and
+    key-set STORE DATA, for the card session round 1 opened.
+
+    Preconditions: the actor sees the job and is its requester or beneficiary (else
+    :class:`JobNotAllowed`); the job awaits input (else :class:`JobConflict` ``not_awaiting_input``);
+    the commands address the job's SD and carry the declared key set (else 400, see
+    :func:`jobs.confidential.clean_scp11_input`). Effects: the params gain the delivery and the
+    declared KVN, length and KCVs; the job goes back to ``queued`` (audited) and its next step is
+    compiled on commit."""
+    require(actor, Action.JOBS_REQUEST)
+    if actor.subject.pk not in (job.requested_by_id, job.on_behalf_of_id, job.beneficiary_id):
+        raise JobNotAllowed("Only the requester or the beneficiary may answer this job.")
+    if job.kind != JobKind.LOAD_KEYS_SCP11 or job.state != JobState.AWAITING_INPUT:
+        raise JobConflict(f"This job is not awaiting input ({job.state}).", code="not_awaiting_input")
+    added = confidential.clean_scp11_input(job, body)
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.state != JobState.AWAITING_INPUT:
+            raise JobConflict(f"This job is not awaiting input ({locked.state}).", code="not_awaiting_input")
+        if not job_transition(
+            job=locked,
+            to=JobState.QUEUED,
+            actor=actor,
+            reason="the provider sent its key set (round 2)",
+            params={**locked.params, **added},
+            input_deadline=None,
+        ):  # pragma: no cover - the row is locked
+            raise JobConflict("This job changed meanwhile.", code="not_awaiting_input")
+        from jobs.tasks import enqueue_advance
+
+        enqueue_advance(locked.id)
+    return locked
 
 
 def job_cancel(*, actor: Actor, job: Job) -> Job:

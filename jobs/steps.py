@@ -230,6 +230,14 @@ def plan_for(kind: str, params: dict[str, Any], isd_aid: str) -> list[StepSpec]:
         # No ``done``: whether the card took the package is visible only in its receipt; a retry
         # after an interruption is answered 6985 (replayed) and fails the job without any change.
         return [StepSpec("relay_key_package", isd_aid, "isd", relay)]
+    if kind == "load_keys_scp11":
+        # Two rounds of the provider's own SCP11a session on one card session (built by the engine
+        # from the params, jobs.compiler.confidential): the opening after SELECT ISD, then — once
+        # the provider has answered with its input — the key-set delivery with no SELECT before it.
+        return [
+            StepSpec("scp11_authenticate", isd_aid, RELAY, lambda c: []),
+            StepSpec("scp11_deliver", isd_aid, RELAY, lambda c: []),
+        ]
     if kind == "run_script":
         # Built by the engine from the params (jobs.compiler.confidential.relay_script).
         return [StepSpec("run_script", params["sd"], RELAY, lambda c: [])]

@@ -2,7 +2,8 @@
 
 - timeouts as the field learned them (DESIGN §7): *no-show* (queued, never dispatched, the device
   never came back before ``no_show_deadline``), *step* (a dispatched step with no report past its
-  deadline: the device took it and went silent), *overall* (``overall_deadline``);
+  deadline: the device took it and went silent), *overall* (``overall_deadline``), *input*
+  (``awaiting_input`` past ``input_deadline``: the provider never sent round 2);
 - lost wake-ups: re-enqueue jobs that should advance, reported steps not yet interpreted, and
   re-raise "has work" markers for devices with ready steps;
 - copy last-seen times from the cache to the database.
@@ -26,7 +27,15 @@ def sweep(now: Any = None) -> dict[str, Any]:
     from jobs.tasks import enqueue_advance, enqueue_process
 
     now = now or timezone.now()
-    counts = {"no_show": 0, "step_timeout": 0, "overall": 0, "advanced": 0, "reprocessed": 0, "marked": 0}
+    counts = {
+        "no_show": 0,
+        "step_timeout": 0,
+        "overall": 0,
+        "input_timeout": 0,
+        "advanced": 0,
+        "reprocessed": 0,
+        "marked": 0,
+    }
     # No-show: nothing was ever handed to the device (its first step, compiled at once, is still
     # waiting for a poll that never came).
     for job in Job.objects.filter(state=JobState.QUEUED, no_show_deadline__lt=now).exclude(
@@ -60,8 +69,18 @@ def sweep(now: Any = None) -> dict[str, Any]:
             error_code="overall_timeout",
         ):
             counts["overall"] += 1
+    # Input timeout: a load_keys_scp11 job whose provider never sent round 2 (its card session is
+    # released with the job).
+    for job in Job.objects.filter(state=JobState.AWAITING_INPUT, input_deadline__lt=now):
+        if job_transition(
+            job=job,
+            to=JobState.FAILED,
+            reason="the provider did not send its key set before the input deadline",
+            error_code="input_timeout",
+        ):
+            counts["input_timeout"] += 1
     # Lost wake-ups.
-    idle = Job.objects.filter(state__in=ACTIVE_STATES).filter(
+    idle = Job.objects.filter(state__in=ACTIVE_STATES - {JobState.AWAITING_INPUT}).filter(
         Q(not_before__isnull=True) | Q(not_before__lte=now)
     )
     idle = idle.exclude(steps__state__in=[StepState.READY, StepState.DISPATCHED, StepState.REPORTED])

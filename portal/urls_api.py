@@ -56,9 +56,7 @@ urlpatterns = [
     path(ORG + "devices/", devices_api.DeviceListView.as_view(), name="device-list"),
     path(ORG + "devices/batch/", devices_api.DeviceBatchView.as_view(), name="device-batch"),
     path(ORG + "devices/<uuid:pk>/", devices_api.DeviceDetailView.as_view(), name="device-detail"),
-    path(
-        ORG + "devices/<uuid:pk>/suspend/", devices_api.DeviceSuspendView.as_view(), name="device-suspend"
-    ),
+    path(ORG + "devices/<uuid:pk>/suspend/", devices_api.DeviceSuspendView.as_view(), name="device-suspend"),
     path(
         ORG + "devices/<uuid:pk>/reactivate/",
         devices_api.DeviceReactivateView.as_view(),
@@ -88,6 +86,7 @@ urlpatterns = [
     path(ORG + "jobs/", jobs_api.JobListView.as_view(), name="job-list"),
     path(ORG + "jobs/<uuid:pk>/", jobs_api.JobDetailView.as_view(), name="job-detail"),
     path(ORG + "jobs/<uuid:pk>/cancel/", jobs_api.JobCancelView.as_view(), name="job-cancel"),
+    path(ORG + "jobs/<uuid:pk>/input/", jobs_api.JobInputView.as_view(), name="job-input"),
     path(ORG + "supply-batches/", devices_api.SupplyBatchView.as_view(), name="supply-batch"),
     path(ORG + "import-keys/", devices_api.ImportKeyListView.as_view(), name="import-key-list"),
     path(ORG + "import-keys/retire/", devices_api.ImportKeyRetireView.as_view(), name="import-key-retire"),

@@ -254,8 +254,38 @@ ENDPOINTS.update(
             lambda w: {"kind": "read_status", "params": {}},
         ),
         ("api:job-cancel", "post"): Endpoint("post", _queued_job_url, "owner", {}, everything_optional=True),
+        ("api:job-input", "post"): Endpoint(
+            "post",
+            lambda w: _awaiting_job(w)[0],
+            "owner",
+            {"commands": LIST, "kvn": CHOICE, "key_length": CHOICE, "kcvs": DICT},
+            lambda w: _awaiting_job(w)[1],
+        ),
     }
 )
+
+
+def _awaiting_job(world: Any) -> tuple[str, dict[str, Any]]:
+    """A load_keys_scp11 job between its rounds, and a round 2 the relay accepts (its MACs are
+    the card's to check: here any 8 bytes)."""
+    import os
+
+    from gp import keydelivery
+    from jobs.models import Job
+
+    job = Job.objects.filter(kind="load_keys_scp11", state="awaiting_input").first() or Job.objects.create(
+        kind="load_keys_scp11", state="awaiting_input", device=world.device, secure_element=world.se,
+        target_sd=world.isd, target_aid=world.isd.aid, requested_by=world.owner, beneficiary=world.owner,
+        params={"sd": world.isd.aid, "authenticate": [], "variant": "a"},
+    )
+    keys = (os.urandom(16), os.urandom(16), os.urandom(16))
+    install, store = keydelivery.delivery_commands(
+        sd_aid=bytes.fromhex(world.isd.aid), kvn=0x31, keys=keys, dek=os.urandom(16)
+    )
+    secured = [bytes([0x84]) + c[1:4] + bytes([c[4] + 8]) + c[5 : 5 + c[4]] + os.urandom(8) for c in (install, store)]
+    control = keydelivery.read_key_set_dgis(store[5 : 5 + store[4]])
+    body = {"commands": [c.hex() for c in secured], "kvn": 0x31, "key_length": 16, "kcvs": control.kcvs_hex()}
+    return f"/api/v1/orgs/owner-sei/jobs/{job.pk}/input/", body
 
 def _supply_batch(world: Any) -> dict[str, Any]:
     """The owner as an SE supplier named (se.supply) by an SE issuer with an import key, and a
