@@ -7,8 +7,8 @@ Commands (each prints one JSON object on success)::
     certificate request [--cn NAME]
     ca pin (--root FILE | --fetch [--ca ID] [--fingerprint SHA256])
     se verify --device ID [--se ID] [--sd AID]
-    keys load --device ID --sd AID [--kvn N] [--key-length 16|24|32] [--chain-format gp|x509]
-    keys rotate --device ID --sd AID [--kvn N] [--key-length 16|24|32]
+    keys load --device ID --sd AID [--kvn N] [--key-length 16|24|32] [--chain-format gp|x509] [--online]
+    keys rotate --device ID --sd AID [--kvn N] [--key-length 16|24|32] [--online]
     keys list
     script run --device ID --sd AID --apdu HEX [--apdu HEX ...] [--kvn N]
     personalize --device ID --sd AID --app AID --dgi HEX=HEX [--dgi ...] [--kvn N]
@@ -155,6 +155,11 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--kvn", type=_kvn)
         s.add_argument("--key-length", type=int, choices=(16, 24, 32), default=None)
         s.add_argument("--chain-format", choices=("gp", "x509"), default="gp")
+        s.add_argument(
+            "--online",
+            action="store_true",
+            help="the device is online: open SCP11a with its CASD and deliver the keys in that session",
+        )
         s.set_defaults(func=cmd_keys_load, rotate=rotate)
     s = keys.add_parser("list", parents=[store], help="the key sets in the store (KCVs, never keys)")
     s.set_defaults(func=cmd_keys_list)
@@ -304,9 +309,10 @@ def cmd_se_verify(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_keys_load(args: argparse.Namespace) -> dict[str, Any]:
     sd = provider.parse_aid(args.sd, "--sd")
+    load = provider.load_keys_online if args.online else provider.load_keys
     return _with_client(
         args,
-        lambda s, c: provider.load_keys(
+        lambda s, c: load(
             s,
             c,
             device_id=args.device,

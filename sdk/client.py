@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,6 +175,17 @@ class ApiClient:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"{self._org}/jobs/{check_id(job_id, 'job')}/")
 
+    def job_input(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The provider's next commands for a job awaiting input (load_keys_scp11 round 2)."""
+        return self._json("POST", f"{self._org}/jobs/{check_id(job_id, 'job')}/input/", json=body)
+
+    def cancel_job(self, job_id: str) -> None:
+        """Cancel a job; best effort (an error is ignored: the job may have ended meanwhile)."""
+        try:
+            self._json("POST", f"{self._org}/jobs/{check_id(job_id, 'job')}/cancel/", json={})
+        except ApiError:
+            pass
+
     def wait_job(
         self,
         job_id: str,
@@ -182,12 +193,16 @@ class ApiClient:
         timeout: float = 300.0,
         interval: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        until: Collection[str] = (),
     ) -> dict[str, Any]:
-        """Poll the job until it is terminal; :class:`JobFailed` unless it succeeded."""
+        """Poll the job until it is terminal (or in one of the states ``until``); :class:`JobFailed`
+        unless it succeeded (or reached one of ``until``)."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
             state = job.get("state")
+            if state in until:
+                return job
             if state in TERMINAL_STATES:
                 if state != "succeeded":
                     detail = job.get("error_code") or state

@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gp import gpcert, keyload
+from gp import gpcert, keydelivery, keyload, scp11
 from gp.apdu import ResponseAPDU
 from gp.commands import AID, DGI, InitializeUpdate, InstallForPersonalization, StoreData, encode_dgis
 from gp.commands.store_data import DataStructure
@@ -55,6 +55,7 @@ __all__ = [
     "csr_pem",
     "fetch_roots",
     "load_keys",
+    "load_keys_online",
     "parse_aid",
     "parse_apdu",
     "personalize",
@@ -66,6 +67,10 @@ __all__ = [
 
 JOB_LOAD_KEYS = "load_keys_confidential"
 JOB_RUN_SCRIPT = "run_script"
+JOB_LOAD_KEYS_SCP11 = "load_keys_scp11"
+CASD_KVN = 0x01  # the ISD's SCP11 key version (PK.SD.ECKA = the CASD key; docs/softcard-casd.md)
+CA_KLOC_KID, CA_KLOC_KVN = 0x10, 0x01  # where casd_personalize puts the CA's key on the card
+SCP11_LEVEL = 0x34  # C-MAC + R-MAC: Tessera checks the target SD; the keys travel under S-DEK
 DEFAULT_KVN = 0x30
 _HEX = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
 _I_S16 = 0x01
@@ -456,20 +461,7 @@ def load_keys(
     info = verify_se(store, client, device_id, sd=sd, se=se)
     se_hex, sd_hex = info.se_id.hex().upper(), sd.hex().upper()
     chain = _oce_chain(store, chain_format)
-    if kvn is None:
-        active = [
-            r for r in store.key_sets() if r.se_id == se_hex and r.sd == sd_hex and r.status == KEYSET_ACTIVE
-        ]
-        if rotate:
-            if not active:
-                raise UsageError(
-                    "no active key set to rotate for this SE and SD; use `keys load`",
-                    code="nothing_to_rotate",
-                )
-            kvn = max(r.kvn for r in active) % 0x7F + 1
-        else:
-            current = _sd_key_set_kvn(client.device(device_id), info.secure_element, sd)
-            kvn = current if current is not None else DEFAULT_KVN
+    kvn = _choose_kvn(store, client, info, device_id=device_id, sd=sd, kvn=kvn, rotate=rotate)
     rec, keys = store.new_key_set(se_id=se_hex, sd=sd_hex, kvn=kvn, key_length=key_length, device=device_id)
     rec.counter = store.next_counter(se_hex, sd_hex)
     built = keyload.build_package_with_receipt(
@@ -514,6 +506,155 @@ def load_keys(
     rec.scp03_counter = None  # learnt on the first session
     store.save_key_set(rec)
     return {"job": rec.job, "receipt_verified": True, "se": info.to_json(), "key_set": rec.public()}
+
+
+def _choose_kvn(
+    store: KeyStore,
+    client: ApiClient,
+    info: SecureElementInfo,
+    *,
+    device_id: str,
+    sd: bytes,
+    kvn: int | None,
+    rotate: bool,
+) -> int:
+    """The given KVN; for a rotation the next after the store's active ones; else the SD's current."""
+    if kvn is not None:
+        return kvn
+    se_hex, sd_hex = info.se_id.hex().upper(), sd.hex().upper()
+    active = [
+        r for r in store.key_sets() if r.se_id == se_hex and r.sd == sd_hex and r.status == KEYSET_ACTIVE
+    ]
+    if rotate:
+        if not active:
+            raise UsageError(
+                "no active key set to rotate for this SE and SD; use `keys load`",
+                code="nothing_to_rotate",
+            )
+        return max(r.kvn for r in active) % 0x7F + 1
+    current = _sd_key_set_kvn(client.device(device_id), info.secure_element, sd)
+    return current if current is not None else DEFAULT_KVN
+
+
+def load_keys_online(
+    store: KeyStore,
+    client: ApiClient,
+    *,
+    device_id: str,
+    sd: bytes,
+    kvn: int | None = None,
+    key_length: int = 16,
+    rotate: bool = False,
+    se: str | None = None,
+    chain_format: str = "gp",
+    timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Load a key set into an online device's SD over the provider's own SCP11a session
+    (``load_keys_scp11``, docs/key-loading-package.md §8), in two rounds:
+
+    1. the PERFORM SECURITY OPERATION chain (our OCE certificates) and MUTUAL AUTHENTICATE
+       (a fresh ephemeral key) go out as the job; the card's answer comes back while the job awaits
+       input; its receipt must verify (this SE's certified CASD key, this session);
+    2. INSTALL [for personalization] of the SD and the key-set STORE DATA (keys under AES-KW with the
+       session's S-DEK), wrapped in the session, go back as the job's input; the card's answer
+       (KVN and KCVs) must carry a valid R-MAC and name exactly this key set.
+
+    The key set is stored (sealed) before anything leaves this process and ends ``active`` only
+    when step 2 verifies (``failed`` otherwise). The OCE key must be able to do ECDH: a PKCS#11
+    store's signing-only key cannot (``pkcs11_mechanism``)."""
+    if key_length not in (16, 24, 32):
+        raise UsageError("--key-length must be 16, 24 or 32", code="bad_key_length")
+    if kvn is not None and not 1 <= kvn <= 0x7F:
+        raise UsageError("--kvn must be 1 to 127 (01 to 7F)", code="bad_kvn")
+    info = verify_se(store, client, device_id, sd=sd, se=se)
+    se_hex, sd_hex = info.se_id.hex().upper(), sd.hex().upper()
+    chain = _oce_chain(store, chain_format)
+    kvn = _choose_kvn(store, client, info, device_id=device_id, sd=sd, kvn=kvn, rotate=rotate)
+    # Two sessions from one ephemeral key: one wraps, its twin checks each R-MAC in its place.
+    ephemeral = ec.generate_private_key(ec.SECP256R1())
+    session_args: dict[str, Any] = {
+        "sd_public_key": info.casd_public_key,
+        "key_version": CASD_KVN,
+        "key_id": scp11.KID["a"],
+        "oce_private_key": store.oce_key(),
+        "oce_certificates": chain,
+        "oce_key_version": CA_KLOC_KVN,
+        "oce_key_id": CA_KLOC_KID,
+        "security_level": SCP11_LEVEL,
+        "ephemeral_private_key": ephemeral,
+    }
+    host, checker = scp11.HostSession("a", **session_args), scp11.HostSession("a", **session_args)
+    opening = host.authenticate_commands()
+    checker.authenticate_commands()
+    job = client.submit_job(
+        device_id, JOB_LOAD_KEYS_SCP11, {"sd": sd_hex, "authenticate": [c.hex().upper() for c in opening]}
+    )
+    job_id = str(job.get("id", ""))
+    job = client.wait_job(job_id, timeout=timeout, until=("awaiting_input",))
+    answers = _job_result(job).get("authenticate")
+    if not isinstance(answers, list) or len(answers) != len(opening):
+        raise SdkError("the job's result does not hold the card's answers to the opening", code="bad_result")
+    try:
+        answer = bytes.fromhex(str(answers[-1]))
+        host.complete(answer)
+        checker.complete(answer)
+    except (ValueError, scp11.SCP11Error) as e:
+        client.cancel_job(job_id)
+        raise VerificationError(f"the SCP11a session does not verify: {e}", code="receipt_mismatch") from None
+    rec, keys = store.new_key_set(se_id=se_hex, sd=sd_hex, kvn=kvn, key_length=key_length, device=device_id)
+    rec.job = job_id
+    rec.counter = 0  # no package counter: replay is impossible with fresh ephemeral keys
+    store.save_key_set(rec)
+    plain = keydelivery.delivery_commands(sd_aid=sd, kvn=kvn, keys=keys, dek=host.dek)
+    del keys
+    wrapped = [host.wrap(c) for c in plain]
+    kcvs = dict(zip(("enc", "mac", "dek"), rec.kcvs, strict=True))
+    try:
+        client.job_input(
+            job_id,
+            {
+                "commands": [c.hex().upper() for c in wrapped],
+                "kvn": kvn,
+                "key_length": key_length,
+                "kcvs": kcvs,
+            },
+        )
+        done = client.wait_job(job_id, timeout=timeout)  # JobFailed: the card refused, or lost the session
+        responses = _responses(done)
+        if len(responses) != len(plain):
+            raise SdkError(f"the card answered {len(responses)} of {len(plain)} commands", code="bad_result")
+        out = []
+        for command, raw in zip(plain, responses, strict=True):
+            checker.wrap(command)
+            try:
+                out.append(ResponseAPDU.parse(checker.unwrap(raw)))
+            except (SCP03Error, GPError) as e:
+                raise VerificationError(f"a response does not verify: {e}", code="rmac_failed") from None
+        if [r.sw for r in out] != [0x9000, 0x9000]:
+            raise JobFailed(
+                f"the card answered {' '.join(f'{r.sw:04X}' for r in out)}", code="card_refused", job=done
+            )
+        try:
+            card_kvn, card_kcvs = keydelivery.parse_response(out[-1].data)
+        except keydelivery.KeyDeliveryError as e:
+            raise VerificationError(str(e), code="bad_response") from None
+        if card_kvn != kvn or [k.hex().upper() for k in card_kcvs] != rec.kcvs:
+            raise VerificationError("the card confirmed another key set", code="kcv_mismatch")
+    except SdkError as e:
+        _fail(store, rec, e.code)
+        raise
+    rec.status = KEYSET_ACTIVE
+    rec.error = ""
+    rec.scp03_counter = None  # learnt on the first session
+    store.save_key_set(rec)
+    return {
+        "job": job_id,
+        "online": True,
+        "receipt_verified": True,
+        "rmac_verified": True,
+        "se": info.to_json(),
+        "key_set": rec.public(),
+    }
 
 
 def _fail(store: KeyStore, rec: KeySetRecord, code: str) -> None:

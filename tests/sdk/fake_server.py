@@ -3,6 +3,8 @@
 It speaks HTTP on 127.0.0.1 (so the CLI runs as its own process against it), keeps a CA (X.509
 root; OCE and CASD certificates in X.509 and GP ``7F21`` form; a signed CRL) and one soft SE in
 memory, and runs the two job kinds the SDK submits the way the portal's engine is specified to:
+``load_keys_scp11`` = SELECT ISD and the provider's SCP11a opening, then (``jobs/<id>/input/``) its
+wrapped delivery on the same card session;
 ``load_keys_confidential`` = the TSM's SCP03 session to the ISD, INSTALL [for personalization] of
 the SSD, the package in STORE DATA blocks; ``run_script`` = SELECT the SD, then each command as
 given. Nothing here is Tessera's code: the point is to exercise the SDK against a real card.
@@ -68,6 +70,7 @@ class FakeTessera:
     tamper_receipt: bool = False
     casd_override: dict[str, Any] | None = None
     ssd_i_param: int = 0x70
+    reset_between_rounds: bool = False  # load_keys_scp11: the card lost its session (agent restart)
 
     def __post_init__(self) -> None:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake Controlling Authority")])
@@ -187,6 +190,42 @@ class FakeTessera:
             raise JobError(f"select_{rsp.sw:04X}")
         return {"responses": [self.card.transmit(bytes.fromhex(c)).hex().upper() for c in params["commands"]]}
 
+    def _scp11_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        """load_keys_scp11 round 1: SELECT ISD, then the provider's PSO chain and MUTUAL AUTHENTICATE."""
+        rsp = ResponseAPDU.parse(self.card.transmit(Select(None).to_apdu().encode()))
+        if rsp.sw != 0x9000:
+            raise JobError(f"select_{rsp.sw:04X}")
+        answers = []
+        for c in params["authenticate"]:
+            raw = bytes.fromhex(c)
+            if raw[1] not in (0x2A, 0x82):
+                raise JobError("not_scp11_opening")
+            answers.append(self.card.transmit(raw))
+            if answers[-1][-2:] != b"\x90\x00":
+                raise JobError(f"card_{answers[-1][-2:].hex().upper()}")
+        return {"authenticate": [a.hex().upper() for a in answers]}
+
+    def job_input(self, jid: str, body: dict[str, Any]) -> tuple[int, bytes, str]:
+        """load_keys_scp11 round 2: the provider's commands on the same card session, no SELECT."""
+        job = self.jobs.get(jid)
+        if job is None or job["state"] != "awaiting_input":
+            return _json(409, {"error": {"code": "not_awaiting_input", "message": "Not awaiting input."}})
+        if self.reset_between_rounds:
+            self.card.reset()
+        responses = []
+        for c in body["commands"]:
+            responses.append(self.card.transmit(bytes.fromhex(c)))
+            if responses[-1][-2:] != b"\x90\x00":
+                break
+        job["result"] = {**job["result"], "responses": [r.hex().upper() for r in responses]}
+        if all(r[-2:] == b"\x90\x00" for r in responses):
+            job["state"] = "succeeded"
+        else:
+            job.update(
+                state="failed", error_code=f"card_{responses[-1][-2:].hex().upper()}", error_message=""
+            )
+        return _json(200, {**job, "state": "queued"})
+
     def run_job(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         jid = str(uuid.uuid4())
         job: dict[str, Any] = {"id": jid, "kind": kind, "params": params, "state": "queued", "error_code": ""}
@@ -195,6 +234,11 @@ class FakeTessera:
                 job["result"] = self._load_keys(params)
             elif kind == "run_script":
                 job["result"] = self._run_script(params)
+            elif kind == "load_keys_scp11":
+                job["result"] = self._scp11_open(params)
+                job["state"] = "awaiting_input"
+                self.jobs[jid] = job
+                return {**job, "state": "queued"}
             else:
                 raise JobError("unknown_kind")
             job["state"] = "succeeded"
@@ -244,6 +288,13 @@ class FakeTessera:
             return _json(200, self.casd_override or self.casd_detail)
         if method == "POST" and p == f"{org}/devices/{self.device_id}/jobs/":
             return _json(201, self.run_job(body["kind"], body.get("params", {})))
+        if method == "POST" and p.startswith(f"{org}/jobs/") and p.endswith("/input/"):
+            return self.job_input(p.removeprefix(f"{org}/jobs/").removesuffix("/input/"), body)
+        if method == "POST" and p.startswith(f"{org}/jobs/") and p.endswith("/cancel/"):
+            job = self.jobs.get(p.removeprefix(f"{org}/jobs/").removesuffix("/cancel/"))
+            if job is not None:
+                job.update(state="canceled", error_code="canceled")
+                return _json(200, job)
         if method == "GET" and p.startswith(f"{org}/jobs/"):
             job = self.jobs.get(p.removeprefix(f"{org}/jobs/").strip("/"))
             if job is not None:
