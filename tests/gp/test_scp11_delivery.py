@@ -6,6 +6,7 @@ such an OCE session; everything else is 6982 and changes nothing."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -203,3 +204,19 @@ def test_the_template_reader_accepts_exactly_its_form_or_raises_malformed(data: 
         assert e.code == "malformed" and e.sw == 0x6A80
         return
     assert keydelivery.encode_response(control)[0] == control.kvn
+
+
+def test_the_worked_example_of_the_format_document_is_what_the_code_builds() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "key-loading-package.md").read_text()
+    dek = bytes(range(0x20, 0x30))
+    keys = (bytes(range(0x40, 0x50)), bytes(range(0x50, 0x60)), bytes(range(0x60, 0x70)))
+    install, store = keydelivery.delivery_commands(
+        sd_aid=bytes.fromhex("A000000151535001"), kvn=0x30, keys=keys, dek=dek
+    )
+    section = doc[doc.index("## 8. SCP11a delivery") :]
+    flat = "".join(section.split()).upper()
+    assert install.hex().upper() in flat
+    assert store[:5].hex().upper() + "00B914830130800188810110" in flat
+    assert store[5 + 23 : -1].hex().upper() in flat  # DGI 8113 and the wrapped keys
+    control = keydelivery.read_key_set_dgis(store[5:-1])
+    assert keydelivery.encode_response(control).hex().upper() in flat
