@@ -284,8 +284,34 @@ def test_a_provider_loads_its_keys_through_tessera_and_nobody_else_ever_holds_th
         secrets += B.key_secrets(label, key)
     assert_blind(stack, secrets)
 
-    # 6. negative cases, each with its answer and no state change
-    negatives(stack, gw, store, keystore, record, se_id, kvn_hex, row, other_row, sessions=not api_gaps)
+    # 6. the device is online: the provider rotates over its own SCP11a session with the CASD, two
+    #    rounds through the real agent on one card session (load_keys_scp11, --online)
+    online_kvns: list[int] = []
+    if not api_gaps:
+        rotated = provider_cli(stack, store, "keys", "rotate", "--online", "--device", gw.device_id, "--sd", SD,
+                               "--timeout", "60")  # fmt: skip
+        assert rotated["online"] and rotated["receipt_verified"] and rotated["rmac_verified"], rotated
+        new_kvn = int(rotated["key_set"]["kvn"], 16)
+        online_kvns.append(new_kvn)
+        scp11_job = next(j for j in device_jobs(stack, gw) if j["kind"] == "load_keys_scp11")
+        assert stack.job("provider", "provider", scp11_job["id"])["state"] == "succeeded"
+        live = {k["kvn"]: k for k in sd_key_sets(stack, gw) if k["status"] == "active"}
+        new_record = KeyStore.open(str(store), environ={"TESSERA_PROVIDER_PASSPHRASE": PASSPHRASE}).key_set(
+            se_id, SD, new_kvn
+        )
+        assert [c.upper() for c in live[new_kvn]["kcvs"]] == new_record.kcvs
+        status = provider_cli(stack, store, "script", "run", "--device", gw.device_id, "--sd", SD,
+                              "--kvn", rotated["key_set"]["kvn"], "--apdu", "80F24002024F00",
+                              "--timeout", "60")  # fmt: skip
+        assert status["completed"] and status["rmac_verified"]
+        online_secrets: list[B.Secret] = []
+        for label, key in zip(("Key-ENC", "Key-MAC", "Key-DEK"), keystore.keys_of(new_record), strict=True):
+            online_secrets += B.key_secrets(f"online {label}", key)
+        assert_blind(stack, online_secrets)
+    # 7. negative cases, each with its answer and no state change
+    negatives(stack, gw, store, keystore, record, se_id, kvn_hex, row, other_row, sessions=not api_gaps,
+              online_kvns=online_kvns)  # fmt: skip
+
     if api_gaps:
         pytest.fail("the provider's flow is blocked by the REST API: " + "; ".join(api_gaps))
 
@@ -359,6 +385,7 @@ def negatives(
     other_row: dict[str, Any],
     *,
     sessions: bool,
+    online_kvns: list[int],
 ) -> None:
     key_sets = sd_key_sets(stack, gw)
     jobs_before = len(device_jobs(stack, gw))
@@ -451,7 +478,7 @@ def negatives(
         assert status["completed"]
     stack.stop_gateway(gw)
     card = SoftCard.open(str(gw.card_path))
-    assert sorted(card.registry.key_versions[bytes.fromhex(SD)]) == [kvn]
+    assert sorted(card.registry.key_versions[bytes.fromhex(SD)]) == sorted([kvn, *online_kvns])
 
 
 def card_answer(job: dict[str, Any]) -> str:
