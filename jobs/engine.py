@@ -553,7 +553,7 @@ def _interpret_relay(job: Job, step: JobStep) -> None:
         outcome = relay_outcome(
             n_commands=len(step.commands) - (1 if select else 0),
             responses=[bytes.fromhex(r) for r in step.responses],
-            select=select,
+            after_select=select,
         )
     except CompilerError as exc:
         step.state = StepState.FAILED

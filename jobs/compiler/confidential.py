@@ -184,11 +184,11 @@ class RelayOutcome:
     failed_sw: int | None = None
 
 
-def relay_outcome(*, n_commands: int, responses: Sequence[bytes], select: bool = True) -> RelayOutcome:
-    """Read the agent's responses to :func:`relay_script` (SELECT first) or, ``select=False``, to
+def relay_outcome(*, n_commands: int, responses: Sequence[bytes], after_select: bool = True) -> RelayOutcome:
+    """Read the agent's responses to :func:`relay_script` (SELECT first) or, ``after_select=False``, to
     :func:`scp11_deliver_script` (no SELECT; ``select_sw`` is then the first answer's SW). Raises
     CompilerError when they cannot belong to it (more answers than commands, malformed R-APDUs)."""
-    if not select:
+    if not after_select:
         responses = [b"\x90\x00", *responses] if responses else []
     if len(responses) > n_commands + 1:
         raise CompilerError(f"{len(responses)} responses for {n_commands + 1} commands")
