@@ -127,7 +127,7 @@ class Command(BaseCommand):
                 )
 
             with api("gridco") as gridco:
-                devices = gridco.get("/orgs/gridco/devices/", params={"page_size": 100}).json()["results"]
+                devices = gridco.get("/orgs/gridco/devices/", params={"limit": 200}).json()["results"]
                 device = next(d for d in devices if d["serial"] == "MTR-0002")
             device_id = device["id"]
 
