@@ -699,7 +699,7 @@ def _interpret_scp11(job: Job, step: JobStep, outcome: Any, responses: list[str]
 
 def scp11_input_seconds() -> int:
     """How long a load_keys_scp11 job waits for the provider's round 2 (``TESSERA_JOB_INPUT_SECONDS``)."""
-    return int(getattr(settings, "TESSERA_JOB_INPUT_SECONDS", 300))
+    return int(settings.TESSERA_JOB_INPUT_SECONDS)
 
 
 def _interpret_open(job: Job, step: JobStep) -> None:

@@ -227,6 +227,7 @@ LOGGING = {
 # --- Jobs and the agent endpoint (DESIGN §7–8) -------------------------------------------------
 TESSERA_JOB_NO_SHOW_SECONDS = env_int("TESSERA_JOB_NO_SHOW_SECONDS", 24 * 3600, minimum=1)
 TESSERA_JOB_STEP_SECONDS = env_int("TESSERA_JOB_STEP_SECONDS", 600, minimum=1)
+TESSERA_JOB_INPUT_SECONDS = env_int("TESSERA_JOB_INPUT_SECONDS", 300, minimum=1)  # load_keys_scp11: wait for round 2
 TESSERA_JOB_OVERALL_SECONDS = env_int("TESSERA_JOB_OVERALL_SECONDS", 7 * 24 * 3600, minimum=1)
 TESSERA_JOB_RETRY_BASE_SECONDS = env_int("TESSERA_JOB_RETRY_BASE_SECONDS", 5, minimum=0)
 TESSERA_AGENT_POLL_SECONDS = env_int("TESSERA_AGENT_POLL_SECONDS", 5 if EMBEDDED else 300, minimum=1)
