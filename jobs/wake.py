@@ -19,8 +19,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+
+from portal.layer import group_send_many
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,8 @@ def device_group(device_id: Any) -> str:
 
 def wake(device_id: Any) -> None:
     """Tell a held exchange of ``device_id`` (if any) that work is ready. Never raises."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
     try:
-        async_to_sync(layer.group_send)(device_group(device_id), {"type": WAKE})
+        group_send_many([(device_group(device_id), {"type": WAKE})])
     except Exception:  # noqa: BLE001 - the marker still holds the work; the agent polls again
         log.warning("agent wake-up not delivered device=%s", device_id, exc_info=True)
 

@@ -6,9 +6,9 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
+
+from portal.layer import group_send_many
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,9 @@ def publish(org_ids: Iterable[Any], event: dict[str, Any]) -> None:
     targets = sorted({str(o) for o in org_ids})
 
     def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        for org_id in targets:
-            try:
-                async_to_sync(layer.group_send)(org_group(org_id), {"type": "org.event", "event": event})
-            except Exception:  # noqa: BLE001 - see docstring
-                log.warning("live event not delivered to org %s", org_id, exc_info=True)
+        try:
+            group_send_many((org_group(org_id), {"type": "org.event", "event": event}) for org_id in targets)
+        except Exception:  # noqa: BLE001 - see docstring
+            log.warning("live event not delivered to orgs %s", ", ".join(targets), exc_info=True)
 
     transaction.on_commit(send)

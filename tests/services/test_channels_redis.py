@@ -169,3 +169,38 @@ def test_a_socket_from_a_foreign_origin_is_refused(redis_channel_layers: str) ->
         await get_channel_layer().close_pools()
 
     async_to_sync(scenario)()
+
+
+def test_sync_code_outside_a_server_sends_through_one_long_lived_loop_in_order(redis_channel_layers: str) -> None:
+    # given a receiver on its own event loop (like a consumer in the ASGI server)
+    import threading
+
+    from portal import layer as sender
+
+    group = f"org.test-{uuid.uuid4().hex}"
+    got: list[Any] = []
+    joined = threading.Event()
+
+    async def receive_all() -> None:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        joined.set()
+        try:
+            for _ in range(6):
+                got.append((await asyncio.wait_for(layer.receive(channel), timeout=5))["event"]["n"])
+        finally:
+            await layer.group_discard(group, channel)
+            await layer.close_pools()
+
+    receiver = threading.Thread(target=lambda: asyncio.run(receive_all()))
+    receiver.start()
+    assert joined.wait(5)
+    # when plain synchronous code (a Celery task, no server loop) sends three batches of two
+    for n in range(3):
+        sender.group_send_many([(group, {"type": "org.event", "event": {"n": 2 * n}}),
+                                (group, {"type": "org.event", "event": {"n": 2 * n + 1}})])  # fmt: skip
+    receiver.join(10)
+    # then every message arrives, in order, and all went through the same sender loop
+    assert got == [0, 1, 2, 3, 4, 5]
+    assert sender._loop is not None and sender._loop.is_running() and sender._loop_pid == __import__("os").getpid()
