@@ -35,6 +35,31 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and of its live children (a prefork worker's pool)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _cpu_by_role(stack: Any, gateways: list[Any]) -> dict[str, float]:
+    roles = {
+        name: _cpu_seconds(p.pid) for name, p in stack.procs.items() if name in ("daphne", "worker", "redis")
+    }
+    roles["agents"] = sum(_cpu_seconds(gw.agent.pid) for gw in gateways if gw.agent is not None)
+    roles["bench (this process)"] = time.process_time()
+    return roles
+
+
 TERMINAL = ("succeeded", "failed", "rejected", "timed_out", "canceled", "expired")
 
 
@@ -70,7 +95,7 @@ def _measure(stack: Any, gateways: list[Any], jobs: int, mode: str, tag: str) ->
                 done = {j["id"] for j in listed if j["state"] in TERMINAL}
                 if round_ids <= done:
                     break
-                time.sleep(0.05)
+                time.sleep(0.1)
     rows = stack.query(
         "from django.db.models import Min\n"
         "from jobs.models import Job\n"
@@ -88,7 +113,10 @@ def _measure(stack: Any, gateways: list[Any], jobs: int, mode: str, tag: str) ->
 
 
 def _report(mode: str, result: dict[str, Any]) -> None:
-    print(f"  mode {mode}: {result['succeeded']}/{result['jobs']} succeeded")
+    print(f"  mode {mode}: {result['succeeded']}/{result['jobs']} succeeded in {result.get('wall', 0):.1f} s")
+    if result.get("cpu"):
+        parts = ", ".join(f"{k} {v:.0f}" for k, v in result["cpu"].items())
+        print(f"    CPU ms per job (PostgreSQL not counted): {parts}")
     for label, key in (("request -> succeeded", "total"), ("dispatch -> succeeded", "engine")):
         values = result[key]
         if not values:
@@ -104,8 +132,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--gateways", type=int, default=8)
     parser.add_argument("--mode", choices=["precomputed", "interactive", "both"], default="both")
-    parser.add_argument("--wait", type=float, default=20.0, help="agents' long-poll wait_s (0: plain polling)")
-    parser.add_argument("--concurrency", type=int, default=0, help="prefork worker processes (0: one solo worker)")
+    parser.add_argument(
+        "--wait", type=float, default=20.0, help="agents' long-poll wait_s (0: plain polling)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=0, help="prefork worker processes (0: one solo worker)"
+    )
     args = parser.parse_args()
 
     from tests.e2e.conftest import start_stack
@@ -114,16 +146,26 @@ def main() -> int:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tessera-bench-jobs-") as tmp:
         with start_stack(
-            Path(tmp), worker_concurrency=args.concurrency, LOG_LEVEL="WARNING", TESSERA_JOB_NO_SHOW_SECONDS="600"
+            Path(tmp),
+            worker_concurrency=args.concurrency,
+            LOG_LEVEL="WARNING",
+            TESSERA_JOB_NO_SHOW_SECONDS="600",
         ) as stack:
             gateways = [
-                stack.gateway(f"bench-{n}", f"BENCH-GW-{n:03d}", wait_s=args.wait) for n in range(args.gateways)
+                stack.gateway(f"bench-{n}", f"BENCH-GW-{n:03d}", wait_s=args.wait)
+                for n in range(args.gateways)
             ]
             for gw in gateways:
                 stack.start_agent(gw)
             time.sleep(2.0)  # every agent has polled once
             for i, mode in enumerate(modes):
+                before, started = _cpu_by_role(stack, gateways), time.monotonic()
                 results[mode] = _measure(stack, gateways, args.jobs, mode, tag=f"B{i}")
+                after, wall = _cpu_by_role(stack, gateways), time.monotonic() - started
+                results[mode]["cpu"] = {
+                    k: (after[k] - before[k]) / results[mode]["jobs"] * 1000 for k in after
+                }
+                results[mode]["wall"] = wall
     worker = f"prefork x{args.concurrency}" if args.concurrency else "solo"
     polling = f"long poll wait_s {args.wait:g}" if args.wait else "plain polling every 1 s"
     print(f"bench.job_latency: {args.jobs} create_security_domain jobs per mode, {args.gateways} soft-card agents "
