@@ -25,6 +25,7 @@ from gp.card.sd.install import _install
 from gp.card.sd.keys import _put_key
 from gp.card.sd.lifecycle import _set_status
 from gp.card.sd.load import _load
+from gp.card.sd.session_key import _derive_session_key
 from gp.card.sd.status import _get_status
 from gp.card.sd.store_data import _store_data
 from gp.card.state import (
@@ -33,7 +34,7 @@ from gp.card.state import (
 )
 from gp.commands.types import AID, CardLifeCycle
 
-_PROPRIETARY_ONLY = frozenset({0xE6, 0xE8, 0xE4, 0xD8, 0xE2, 0xF2, 0xF0})
+_PROPRIETARY_ONLY = frozenset({0xE6, 0xE8, 0xE4, 0xD8, 0xE2, 0xF2, 0xF0, 0x5A})
 # The handlers that may edit the registry or a key store (SoftCard.MUTATING_INS is the same set):
 # each runs between two CardState.changed() calls, which empty the memo of read-only answers.
 MUTATING_INS = frozenset({0xE6, 0xE8, 0xE4, 0xD8, 0xE2, 0xF0})
@@ -87,6 +88,12 @@ def _run_get_data(
     return _get_data(state, sd, cmd), SW_OK
 
 
+def _run_derive_session_key(
+    state: CardState, ctx: ChannelContext, sd: Application, cmd: CommandAPDU, selected: Set[AID]
+) -> tuple[bytes, int]:
+    return _derive_session_key(state, ctx, sd, cmd), SW_OK
+
+
 Handler = Callable[[CardState, ChannelContext, Application, CommandAPDU, Set[AID]], tuple[bytes, int]]
 
 # The flat dispatch table: INS -> handler (the class byte is checked by process()).
@@ -99,6 +106,7 @@ HANDLERS: dict[int, Handler] = {
     0xF2: _run_get_status,
     0xF0: _run_set_status,
     0xCA: _run_get_data,
+    0x5A: _run_derive_session_key,  # proprietary: gp.sessionkeys, docs/session-keys.md
 }
 
 
