@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import transaction
@@ -11,6 +11,19 @@ from django.db import transaction
 from portal.layer import group_send_many
 
 log = logging.getLogger(__name__)
+
+
+# Callbacks run by ``publish`` inside the publishing transaction (e.g. webhook deliveries, which
+# must exist if and only if the change they report commits). An exception in one fails the
+# operation, like any other write in its transaction.
+Listener = Callable[[list[str], dict[str, Any]], Any]
+_listeners: list[Listener] = []
+
+
+def subscribe(listener: Listener) -> None:
+    """Have ``listener(org_ids, event)`` called by every ``publish`` (once per listener)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
 
 
 def org_group(org_id: Any) -> str:
@@ -24,6 +37,8 @@ def publish(org_ids: Iterable[Any], event: dict[str, Any]) -> None:
     event is lost for live viewers (the page shows it on reload) and the failure is logged.
     """
     targets = sorted({str(o) for o in org_ids})
+    for listener in _listeners:
+        listener(targets, event)
 
     def send() -> None:
         try:

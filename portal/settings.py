@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "devices",
     "keys",
     "jobs",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -234,8 +235,10 @@ TESSERA_AGENT_POLL_SECONDS = env_int("TESSERA_AGENT_POLL_SECONDS", 5 if EMBEDDED
 TESSERA_AGENT_HOLD_MS = env_int("TESSERA_AGENT_HOLD_MS", 1500, minimum=0, maximum=25000)
 TESSERA_AGENT_LONG_POLL_SECONDS = env_int("TESSERA_AGENT_LONG_POLL_SECONDS", 25, minimum=0, maximum=25)
 TESSERA_AGENT_MAX_SKEW_SECONDS = env_int("TESSERA_AGENT_MAX_SKEW_SECONDS", 300, minimum=1)
+TESSERA_WEBHOOK_TIMEOUT_SECONDS = env_int("TESSERA_WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1, maximum=30)
 CELERY_BEAT_SCHEDULE = {
     "jobs-sweep": {"task": "jobs.tasks.sweep", "schedule": env_int("TESSERA_SWEEP_SECONDS", 15, minimum=1)},
+    "notifications-retry": {"task": "notifications.retry_due", "schedule": 30},
 }
 
 # Tests that need PostgreSQL/Redis/pcscd fail instead of skipping when this is set (CI sets it).

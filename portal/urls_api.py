@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from devices import api as devices_api
 from jobs import api as jobs_api
 from keys import api_ca as ca_api
+from notifications import api as notifications_api
 from tenants import api as tenants_api
 
 app_name = "api"
@@ -113,4 +114,17 @@ urlpatterns = [
     path("ca/<uuid:pk>/crl/", ca_api.CACrlView.as_view(), name="ca-crl"),
     path(ORG + "audit/", tenants_api.AuditListView.as_view(), name="audit-list"),
     path(ORG + "audit/<str:pk>/", tenants_api.AuditDetailView.as_view(), name="audit-detail"),
+    path(ORG + "webhooks/", notifications_api.WebhookListView.as_view(), name="webhook-list"),
+    path(ORG + "webhooks/<uuid:pk>/", notifications_api.WebhookDetailView.as_view(), name="webhook-detail"),
+    path(ORG + "webhooks/<uuid:pk>/test/", notifications_api.WebhookTestView.as_view(), name="webhook-test"),
+    path(
+        ORG + "webhooks/<uuid:pk>/deliveries/",
+        notifications_api.WebhookDeliveryListView.as_view(),
+        name="webhook-deliveries",
+    ),
+    path(
+        ORG + "webhooks/<uuid:pk>/rotate-secret/",
+        notifications_api.WebhookRotateSecretView.as_view(),
+        name="webhook-rotate-secret",
+    ),
 ]

@@ -9,6 +9,7 @@ from django.urls import path
 from devices import views as device_views
 from jobs import views as job_views
 from keys import pages_ca
+from notifications import views as webhook_views
 from portal import views
 from tenants import views as tenant_views
 
@@ -89,4 +90,22 @@ urlpatterns = [
     path(ORG + "jobs/<uuid:pk>/", job_views.JobDetailView.as_view(), name="org-job"),
     path(ORG + "jobs/<uuid:pk>/timeline/", job_views.JobTimelineView.as_view(), name="org-job-timeline"),
     path(ORG + "jobs/<uuid:pk>/cancel/", job_views.JobCancelView.as_view(), name="org-job-cancel"),
+    path(ORG + "webhooks/", webhook_views.WebhookListPage.as_view(), name="org-webhooks"),
+    path(ORG + "webhooks/<uuid:pk>/", webhook_views.WebhookDetailPage.as_view(), name="org-webhook"),
+    path(ORG + "webhooks/<uuid:pk>/test/", webhook_views.WebhookTestPage.as_view(), name="org-webhook-test"),
+    path(
+        ORG + "webhooks/<uuid:pk>/rotate-secret/",
+        webhook_views.WebhookRotateSecretPage.as_view(),
+        name="org-webhook-rotate-secret",
+    ),
+    path(
+        ORG + "webhooks/<uuid:pk>/active/",
+        webhook_views.WebhookActivePage.as_view(),
+        name="org-webhook-active",
+    ),
+    path(
+        ORG + "webhooks/<uuid:pk>/delete/",
+        webhook_views.WebhookDeletePage.as_view(),
+        name="org-webhook-delete",
+    ),
 ]

@@ -1,0 +1,1 @@
+"""Notifications: per-organisation webhooks for job, consent, switch and campaign events."""
