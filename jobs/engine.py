@@ -54,6 +54,7 @@ from jobs.compiler.session import (
     precomputed_script,
     unwrap_responses,
 )
+from jobs.consent_gate import consent_gate
 from jobs.effects import apply_effects
 from jobs.models import Job, JobState, JobStep, ScriptMode, StepState
 from jobs.services import job_audience, job_transition
@@ -320,6 +321,8 @@ def job_advance(job_id: Any) -> JobStep | None:
         if job.not_before and job.not_before > timezone.now():
             return None
         if JobStep.objects.filter(job=job, state__in=IN_FLIGHT).exists():
+            return None
+        if not consent_gate(job):
             return None
         specs = _specs(job)
         pending_reconcile = job.result.get("reconcile")

@@ -22,6 +22,7 @@ from django.utils import timezone
 from agent.protocol import KIND_APDU_SCRIPT, Command, ExchangeRequest, ExchangeResponse, WorkItem, WorkResult
 from audit.models import AuditTag
 from audit.services import audit_record
+from jobs.consent_gate import consent_gate
 from jobs.engine import has_work_key
 from jobs.models import TERMINAL_STATES, Job, JobKind, JobState, JobStep, StepState
 from jobs.services import job_audience, job_transition
@@ -105,7 +106,7 @@ def collect_work(device_id: str, *, limit: int = 8) -> list[WorkItem]:
     cache.delete(has_work_key(device_id))
     items: list[WorkItem] = []
     steps = list(
-        JobStep.objects.select_related("job")
+        JobStep.objects.select_related("job__device", "job__secure_element")
         .filter(job__device_id=device_id, state=StepState.READY)
         .order_by("created_at", "id")[:limit]
     )
@@ -114,6 +115,8 @@ def collect_work(device_id: str, *, limit: int = 8) -> list[WorkItem]:
         if holder is not None and step.job_id != holder:
             continue  # stays READY; released when the holder ends
         with transaction.atomic():
+            if not consent_gate(step.job):
+                continue  # consent gone: the job ended rejected and this step was superseded
             now = timezone.now()
             if not JobStep.objects.filter(pk=step.pk, state=StepState.READY).update(
                 state=StepState.DISPATCHED, dispatched_at=now

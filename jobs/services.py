@@ -50,8 +50,16 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     JobState.AWAITING_CONSENT: frozenset(
         {JobState.QUEUED, JobState.REJECTED, JobState.EXPIRED, JobState.CANCELED}
     ),
+    # rejected: the consent gate (jobs.consent_gate) found the subscriber's consent gone.
     JobState.QUEUED: frozenset(
-        {JobState.DISPATCHED, JobState.CANCELED, JobState.TIMED_OUT, JobState.EXPIRED, JobState.FAILED}
+        {
+            JobState.DISPATCHED,
+            JobState.CANCELED,
+            JobState.TIMED_OUT,
+            JobState.EXPIRED,
+            JobState.FAILED,
+            JobState.REJECTED,
+        }
     ),
     JobState.DISPATCHED: frozenset(
         {
@@ -329,6 +337,7 @@ def job_request(
         target_sd = sd
 
     now = timezone.now()
+    waits = _awaits_consent(device, se, kind, beneficiary, clean, target_aid)
     with transaction.atomic():
         if Job.objects.filter(secure_element=se, state__in=ACTIVE_STATES, target_aid=target_aid).exists():
             raise JobConflict(
@@ -336,7 +345,7 @@ def job_request(
             )
         job = Job.objects.create(
             kind=kind,
-            state=JobState.QUEUED,
+            state=JobState.AWAITING_CONSENT if waits else JobState.QUEUED,
             device=device,
             secure_element=se,
             target_sd=target_sd,
@@ -367,10 +376,43 @@ def job_request(
             concerns=job_audience(job),
         )
         publish(job_audience(job), job_event(job))
-        from jobs.tasks import enqueue_advance
+        if not waits:
+            from jobs.tasks import enqueue_advance
 
-        enqueue_advance(job.id)
+            enqueue_advance(job.id)
     return job
+
+
+def _awaits_consent(
+    device: Device,
+    se: Any,
+    kind: str,
+    beneficiary: Organisation | None,
+    clean: dict[str, Any],
+    target_aid: str,
+) -> bool:
+    """A provider's work on a subscriber's device without the subscriber's active consent waits in
+    ``awaiting_consent`` (``jobs.consent_gate``; the consent services release or reject it)."""
+    from jobs import consent_gate as gate
+    from tenants.models import Consent
+
+    if not gate.consent_needed(
+        kind=kind,
+        subscriber_id=device.subscriber_id,
+        beneficiary_id=beneficiary.pk if beneficiary else None,
+        issuer_id=se.issuer_id,
+    ):
+        return False
+    return not Consent.objects.filter(
+        gate.covering_q(
+            device_id=device.pk,
+            subscriber_id=device.subscriber_id,
+            grantee_id=beneficiary.pk if beneficiary else None,
+            kind=kind,
+            sd_aid=gate.job_sd_aid(kind, clean, target_aid),
+            app_aid=str(clean.get("instance_aid", target_aid)),
+        )
+    ).exists()
 
 
 DEMO_LOAD_FILE_AID = bytes(_demo.DEMO_LOAD_FILE_AID).hex().upper()

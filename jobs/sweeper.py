@@ -6,6 +6,7 @@
   (``awaiting_input`` past ``input_deadline``: the provider never sent round 2);
 - lost wake-ups: re-enqueue jobs that should advance, reported steps not yet interpreted, and
   re-raise "has work" markers for devices with ready steps;
+- consents past ``expires_at`` expire (``tenants.consent.consent_expire_due``);
 - copy last-seen times from the cache to the database.
 """
 
@@ -36,6 +37,10 @@ def sweep(now: Any = None) -> dict[str, Any]:
         "reprocessed": 0,
         "marked": 0,
     }
+    # Consents past their end: expired, the provider's work ended, its SD's removal started.
+    from tenants.consent import consent_expire_due
+
+    counts["consents_expired"] = consent_expire_due(now)
     # No-show: nothing was ever handed to the device (its first step, compiled at once, is still
     # waiting for a poll that never came).
     for job in Job.objects.filter(state=JobState.QUEUED, no_show_deadline__lt=now).exclude(

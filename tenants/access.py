@@ -47,6 +47,8 @@ class Action(enum.StrEnum):
     DEVICES_VIEW = "devices.view"
     CONTRACTS_VIEW = "contracts.view"
     CONSENTS_VIEW = "consents.view"
+    # Requesting consent (a provider) and deciding or revoking it (the subscriber); never on behalf.
+    CONSENTS_MANAGE = "consents.manage"
     AUDIT_VIEW = "audit.view"
     # Registering, pairing and suspending devices and secure elements (never on someone's behalf).
     DEVICES_MANAGE = "devices.manage"
@@ -71,7 +73,13 @@ _VIEW = {
     Action.JOBS_VIEW,
     Action.CERTIFICATES_VIEW,
 }
-_OPERATE = {Action.JOBS_REQUEST, Action.DEVICES_MANAGE, Action.KEYS_MANAGE, Action.CERTIFICATES_MANAGE}
+_OPERATE = {
+    Action.JOBS_REQUEST,
+    Action.DEVICES_MANAGE,
+    Action.KEYS_MANAGE,
+    Action.CERTIFICATES_MANAGE,
+    Action.CONSENTS_MANAGE,
+}
 MEMBER_ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     MemberRole.AUDITOR: frozenset(_VIEW),
     MemberRole.OPERATOR: frozenset(_VIEW | _OPERATE),

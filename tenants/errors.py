@@ -47,7 +47,27 @@ class NotPlatformOperator(ForbiddenError, TenantsError):
     code = "not_platform_operator"
 
 
+class InvalidConsent(InvalidError, TenantsError):
+    code = "invalid_consent"
+
+
+class ConsentNotPending(ConflictError, TenantsError):
+    code = "consent_not_pending"
+
+
+class ConsentNotActive(ConflictError, TenantsError):
+    code = "consent_not_active"
+
+
+class NotTheSubscriber(ForbiddenError, TenantsError):
+    code = "not_the_subscriber"
+
+
 __all__ = [
+    "ConsentNotActive",
+    "ConsentNotPending",
+    "InvalidConsent",
+    "NotTheSubscriber",
     "AlreadyMember",
     "ApplicationAlreadyDecided",
     "InvalidApplication",

@@ -210,6 +210,10 @@ class Contract(models.Model):
     )
     starts_at = models.DateTimeField(default=timezone.now)
     ends_at = models.DateTimeField(null=True, blank=True)
+    # What happens to the provider's security domain when the subscriber's consent ends.
+    on_consent_end = models.CharField(
+        max_length=8, choices=[("delete", "Delete it"), ("lock", "Lock it")], default="delete"
+    )
 
     class Meta:
         ordering = ["-starts_at"]
@@ -218,8 +222,21 @@ class Contract(models.Model):
         return f"{self.service}: {self.provider} for {self.subscriber}"
 
 
+class ConsentStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for your answer"
+    GRANTED = "granted", "Allowed"
+    DENIED = "denied", "Refused"
+    REVOKED = "revoked", "Withdrawn"
+    EXPIRED = "expired", "Ended (time is up)"
+
+
 class Consent(models.Model):
-    """A subscriber's consent that ``grantee`` may act on ``device`` for ``purpose`` (workflows: issue 6)."""
+    """A subscriber's consent that ``grantee`` may act on ``device`` for ``purpose`` (issue 6).
+
+    A provider's request is a ``pending`` row; the subscriber moves it to ``granted`` or ``denied``
+    and may later revoke it; the sweeper expires it. Only ``tenants.consent`` changes ``status``,
+    by compare-and-set. ``sd_aid`` (and optionally ``application_aid``) say what it covers.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     subscriber = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="consents_given")
@@ -227,12 +244,24 @@ class Consent(models.Model):
     device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="consents")
     purpose = models.CharField(max_length=200)
     scopes = models.JSONField(default=list)
-    granted_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=ConsentStatus.choices, default=ConsentStatus.GRANTED)
+    sd_aid = models.CharField(max_length=32, blank=True)
+    application_aid = models.CharField(max_length=32, blank=True)
+    duration_days = models.PositiveIntegerField(null=True, blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    requested_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    granted_at = models.DateTimeField(default=timezone.now, null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # The delete_security_domain (or lock) job started when the consent ended.
+    removal_job_id = models.UUIDField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-granted_at"]
+        ordering = ["-requested_at"]
+        indexes = [models.Index(fields=["device", "grantee", "status"], name="consent_device_grantee")]
 
     def __str__(self) -> str:
         return f"consent {self.subscriber} → {self.grantee}: {self.purpose}"
@@ -240,6 +269,40 @@ class Consent(models.Model):
     @classmethod
     def active_q(cls, prefix: str = "") -> Q:
         now = timezone.now()
-        return Q(**{f"{prefix}revoked_at__isnull": True, f"{prefix}granted_at__lte": now}) & (
-            Q(**{f"{prefix}expires_at__isnull": True}) | Q(**{f"{prefix}expires_at__gt": now})
+        return Q(
+            **{
+                f"{prefix}status": ConsentStatus.GRANTED,
+                f"{prefix}revoked_at__isnull": True,
+                f"{prefix}granted_at__lte": now,
+            }
+        ) & (Q(**{f"{prefix}expires_at__isnull": True}) | Q(**{f"{prefix}expires_at__gt": now}))
+
+    @property
+    def is_active(self) -> bool:
+        now = timezone.now()
+        return (
+            self.status == ConsentStatus.GRANTED
+            and self.revoked_at is None
+            and self.granted_at is not None
+            and self.granted_at <= now
+            and (self.expires_at is None or self.expires_at > now)
         )
+
+
+class ReceiptSigningKey(models.Model):
+    """The platform's Ed25519 key that signs consent receipts. The private key (32 bytes) is
+    wrapped by the vault's master key exactly like an organisation's data key; only the public
+    key is ever served (``/api/v1/consent-receipts/key/``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    public_raw = models.BinaryField()
+    wrapped = models.BinaryField()
+    master_key_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"consent receipt key {self.id}"
