@@ -79,6 +79,10 @@ class Command(BaseCommand):
         stop = threading.Event()
         threading.Thread(target=self._sweeper, args=(stop,), daemon=True).start()
         threading.Thread(target=self._confidential_demo, args=(server, env), daemon=True).start()
+        def interrupted(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C: its children go with it
+
+        signal.signal(signal.SIGTERM, interrupted)
         try:
             procs[0].wait()
         except KeyboardInterrupt:
