@@ -286,6 +286,7 @@ def _run(args: argparse.Namespace) -> int:
     from agent.backends import open_backend
     from agent.config import load_config, load_identity_key
     from agent.journal import Journal
+    from agent.localapi import CardAccess, LocalApiServer
     from agent.runner import Runner, install_signal_handlers
     from agent.transport import HttpTransport
 
@@ -297,10 +298,14 @@ def _run(args: argparse.Namespace) -> int:
     )
     key = load_identity_key(config.identity_key)
     journal = Journal(config.journal)
-    backend = open_backend(config.backend)
+    # The runner and the local API share the card through one lock (agent.localapi.CardAccess).
+    backend = CardAccess(open_backend(config.backend))
     transport = HttpTransport(config, key)
     runner = Runner(config, transport, backend, journal)
+    localapi: LocalApiServer | None = None
     try:
+        if config.localapi is not None and not args.once:
+            localapi = LocalApiServer(config.localapi, backend).start()
         if args.once:
             runner.resume()
             try:
@@ -315,6 +320,8 @@ def _run(args: argparse.Namespace) -> int:
         runner.run_forever(stop)
         return EXIT_OK
     finally:
+        if localapi is not None:
+            localapi.close()
         transport.close()
         backend.close()
         journal.close()

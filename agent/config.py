@@ -22,6 +22,16 @@ Example (``python -m agent init`` writes one)::
     connect_s = 10.0
     read_s = 30.0
 
+    [localapi]                                 # optional: session keys for on-device applications
+    socket = "/run/tessera/agent.sock"         # a Unix socket, created with mode 0660
+    group = "tessera-apps"                     # optional: the socket's group (default: the agent's)
+
+    [[localapi.apps]]                          # one per local application, told apart by its uid
+    name = "meter"                             # (SO_PEERCRED); it may ask for these services of
+    uid = 1001                                 # this SD, nothing else (docs/session-keys.md §5)
+    sd = "A000000151535001"
+    services = ["meter.reading"]
+
 :func:`load_config` refuses every bad value with a :class:`ConfigError` naming the file and the
 key: a missing or unparsable file, an unknown key, a wrong type, a URL that is not http(s), an
 identity key file that is missing, unreadable, not an ECDSA P-256 private key, or readable by
@@ -45,9 +55,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.errors import ConfigError
 from agent.protocol import MAX_WAIT
+from gp.errors import EncodeError
+from gp.sessionkeys import check_service
 
 __all__ = [
     "AgentConfig",
+    "LocalApiApp",
+    "LocalApiSettings",
     "PollSettings",
     "check_serial",
     "check_server_url",
@@ -85,6 +99,26 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalApiApp:
+    """One local application of the local API: who (uid) may ask for which SD's services."""
+
+    name: str
+    uid: int
+    sd: str  # AID, upper-case hex
+    services: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalApiSettings:
+    socket: Path
+    group: str | None = None
+    apps: tuple[LocalApiApp, ...] = ()
+
+    def app_for(self, uid: int) -> LocalApiApp | None:
+        return next((a for a in self.apps if a.uid == uid), None)
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Everything the agent needs to run; paths are absolute once loaded."""
 
@@ -98,6 +132,7 @@ class AgentConfig:
     poll: PollSettings = field(default_factory=PollSettings)
     timeouts: Timeouts = field(default_factory=Timeouts)
     path: Path | None = None  # the file it was loaded from (not written)
+    localapi: LocalApiSettings | None = None  # not written by write_config (init never sets it)
 
     @property
     def backend_kind(self) -> str:
@@ -135,6 +170,7 @@ _TOP = {
     "ca_file",
     "poll",
     "timeouts",
+    "localapi",
 }
 _REQUIRED = ("server_url", "serial", "identity_key", "backend", "journal")
 _POLL = {"min_s", "max_s", "backoff_base_s", "backoff_cap_s"}
@@ -251,6 +287,57 @@ def _check_backend(reader: _Reader, spec: str) -> str:
     return spec
 
 
+_LOCALAPI = {"socket", "group", "apps"}
+_LOCALAPI_APP = {"name", "uid", "sd", "services"}
+
+
+def _check_localapi(r: _Reader, table: dict[str, Any]) -> LocalApiSettings:
+    """``[localapi]``: the socket path, its group, and the applications with their grants."""
+    r.unknown(table, _LOCALAPI, "localapi")
+    if "socket" not in table:
+        raise r.fail("localapi.socket", "missing")
+    sock = r.path_value(table, "socket")
+    if not sock.parent.is_dir():
+        raise r.fail("localapi.socket", f"directory {sock.parent} does not exist")
+    if len(os.fsencode(sock)) > 100:
+        raise r.fail("localapi.socket", "path too long for a Unix socket (at most 100 bytes)")
+    group = r.string(table, "group", "localapi") if "group" in table else None
+    raw_apps = table.get("apps", [])
+    if not isinstance(raw_apps, list):
+        raise r.fail("localapi.apps", "must be an array of tables ([[localapi.apps]])")
+    apps: list[LocalApiApp] = []
+    for i, app in enumerate(raw_apps):
+        where = f"localapi.apps[{i}]"
+        if not isinstance(app, dict):
+            raise r.fail(where, "must be a table")
+        r.unknown(app, _LOCALAPI_APP, where)
+        for key in _LOCALAPI_APP:
+            if key not in app:
+                raise r.fail(f"{where}.{key}", "missing")
+        name = r.string(app, "name", where)
+        uid = app["uid"]
+        if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid < 2**32:
+            raise r.fail(f"{where}.uid", "must be a numeric user id")
+        if any(a.uid == uid for a in apps):
+            raise r.fail(f"{where}.uid", f"uid {uid} is already another application's")
+        sd = r.string(app, "sd", where).upper()
+        try:
+            if not 5 <= len(bytes.fromhex(sd)) <= 16:
+                raise ValueError
+        except ValueError:
+            raise r.fail(f"{where}.sd", "must be an AID: 5 to 16 bytes in hex") from None
+        services = app["services"]
+        if not isinstance(services, list) or not services:
+            raise r.fail(f"{where}.services", "must be a non-empty array of service names")
+        for service in services:
+            try:
+                check_service(service)
+            except EncodeError as e:
+                raise r.fail(f"{where}.services", f"{service!r}: {e}") from None
+        apps.append(LocalApiApp(name, uid, sd, frozenset(services)))
+    return LocalApiSettings(sock, group, tuple(apps))
+
+
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     """Read and check the TOML configuration at ``path`` (see the module docstring)."""
     file = Path(path).expanduser().resolve()
@@ -318,7 +405,10 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         }
     )
     if poll.wait_s and poll.wait_s + 5 > timeouts.read_s:
-        raise r.fail("poll.wait_s", f"({poll.wait_s:g}) must stay 5 s below timeouts.read_s ({timeouts.read_s:g})")
+        raise r.fail(
+            "poll.wait_s", f"({poll.wait_s:g}) must stay 5 s below timeouts.read_s ({timeouts.read_s:g})"
+        )
+    localapi = _check_localapi(r, r.table(raw, "localapi")) if "localapi" in raw else None
     identity_key = r.path_value(raw, "identity_key")
     try:
         load_identity_key(identity_key)
@@ -335,6 +425,7 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         poll=poll,
         timeouts=timeouts,
         path=file,
+        localapi=localapi,
     )
 
 
