@@ -5,7 +5,7 @@
   ``url_not_allowed`` | ``unknown_event_type`` | ``too_many_event_types`` | ``invalid``.
 - ``GET`` / ``PATCH`` / ``DELETE webhooks/<id>/`` — one; change url, event types, description,
   active; delete (with its delivery log).
-- ``POST webhooks/<id>/test/`` — send a ``webhook.test`` event now: 202 with the delivery.
+- ``POST webhooks/<id>/test/`` — send a ``webhook.test`` event now: 201 with the delivery created.
 - ``GET webhooks/<id>/deliveries/`` — the delivery log, newest first.
 - ``POST webhooks/<id>/rotate-secret/`` — a new secret, shown once.
 Owners and admins manage; operators and auditors read; never on a mandator's behalf (404).
@@ -69,13 +69,13 @@ class WebhookTestView(OrgScopedAPIView):
     action = VIEW
     write_action = MANAGE
 
-    @extend_schema(request=NoInput, responses={202: s.DeliveryOut})
+    @extend_schema(request=NoInput, responses={201: s.DeliveryOut})
     def post(self, request: Request, org: str, pk: str) -> Response:
         webhook = selectors.webhook_get(actor=self.actor, pk=pk)
         NoInput(data=request.data).is_valid(raise_exception=True)
         delivery = services.webhook_test_send(actor=self.actor, webhook=webhook)
         delivery.refresh_from_db()
-        return Response(s.DeliveryOut(delivery).data, status=status.HTTP_202_ACCEPTED)
+        return Response(s.DeliveryOut(delivery).data, status=status.HTTP_201_CREATED)
 
 
 class WebhookDeliveryListView(ListMixin, OrgScopedAPIView):

@@ -393,6 +393,48 @@ BAD_SLUGS = ["Bad Slug", "-lead", "trail-", "UPPER", "ümlaut", "a" * 51, "", "a
 UNSTORABLE = ["nul\x00byte", "lone\ud800surrogate", "\udfff"]
 
 
+def _webhook_url(world: Any, suffix: str = "") -> str:
+    from notifications.services import webhook_create
+    from tenants.access import resolve_actor
+
+    webhook, _secret = webhook_create(
+        actor=resolve_actor(world.owner_user, "owner-sei"),
+        url="https://hooks.example.test/bad-input",
+        event_types=["job.*"],
+    )
+    return f"/api/v1/orgs/owner-sei/webhooks/{webhook.pk}/{suffix}"
+
+
+BOOL = "bool"
+WRONG_TYPES[BOOL] = ["yes", 1, [], {"a": 1}, None]
+_WEBHOOK_FIELDS = {"url": STR, "event_types": LIST, "description": STR}
+ENDPOINTS.update(
+    {
+        ("api:webhook-list", "post"): Endpoint(
+            "post",
+            lambda w: "/api/v1/orgs/owner-sei/webhooks/",
+            "owner",
+            _WEBHOOK_FIELDS,
+            lambda w: {"url": "https://hooks.example.test/new", "event_types": ["job.*", "consent.*"]},
+        ),
+        ("api:webhook-detail", "patch"): Endpoint(
+            "patch",
+            _webhook_url,
+            "owner",
+            {**_WEBHOOK_FIELDS, "active": BOOL},
+            lambda w: {"event_types": ["*"], "active": False},
+            everything_optional=True,
+        ),
+        ("api:webhook-test", "post"): Endpoint(
+            "post", lambda w: _webhook_url(w, "test/"), "owner", {}, everything_optional=True
+        ),
+        ("api:webhook-rotate-secret", "post"): Endpoint(
+            "post", lambda w: _webhook_url(w, "rotate-secret/"), "owner", {}, everything_optional=True
+        ),
+    }
+)
+
+
 def write_endpoints() -> list[tuple[str, str]]:
     out = []
     for route in all_routes():

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.fixtures import fast_password_hasher  # noqa: F401
+
 
 @dataclass
 class Received:

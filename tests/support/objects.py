@@ -78,6 +78,7 @@ def owner_objects(world: Any) -> OwnerObjects:
     from tests.support.ca import casd_certificate_for
 
     casd = casd_certificate_for(world.se)
+    webhook = _owner_webhook(world)
     by_collection = {
         "members": auditor_membership.pk,
         "invitations": invitation.pk,
@@ -90,6 +91,7 @@ def owner_objects(world: Any) -> OwnerObjects:
         "audit": event.seq,
         "jobs": job.pk,
         "certificates": casd.pk,
+        "webhooks": webhook.pk,
     }
     by_param = {
         "device": world.device.pk,
@@ -103,6 +105,18 @@ def owner_objects(world: Any) -> OwnerObjects:
         "job": job.pk,
     }
     return OwnerObjects(by_collection=by_collection, by_param=by_param)
+
+
+def _owner_webhook(world: Any) -> Any:
+    from notifications.services import webhook_create
+    from tenants.access import resolve_actor
+
+    webhook, _secret = webhook_create(
+        actor=resolve_actor(world.owner_user, "owner-sei"),
+        url="https://hooks.example.test/owner",
+        event_types=["job.*"],
+    )
+    return webhook
 
 
 def _owner_job(world: Any) -> Any:
