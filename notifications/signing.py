@@ -44,7 +44,7 @@ def verify(
     now: float | None = None,
 ) -> None:
     """Raise ``SignatureError`` unless ``signature_header`` signs ``body`` at a fresh ``timestamp``."""
-    if not timestamp or not timestamp.isdigit() or len(timestamp) > 12:
+    if not timestamp or not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise SignatureError("X-Tessera-Timestamp must be whole seconds since the epoch.")
     current = time.time() if now is None else now
     if abs(current - int(timestamp)) > tolerance:
@@ -53,5 +53,6 @@ def verify(
     offered = [p.strip() for p in (signature_header or "").split(",") if p.strip().startswith(f"{SCHEME}=")]
     if not offered:
         raise SignatureError("X-Tessera-Signature has no v1= value.")
-    if not any(hmac.compare_digest(expected, p) for p in offered):
+    want = expected.encode()
+    if not any(hmac.compare_digest(want, p.encode("utf-8", "replace")) for p in offered):
         raise SignatureError("X-Tessera-Signature does not match the body.")
