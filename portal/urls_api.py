@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from devices import api as devices_api
 from jobs import api as jobs_api
 from keys import api_ca as ca_api
+from keys import api_sessionkeys as sessionkeys_api
 from notifications import api as notifications_api
 from tenants import api as tenants_api
 
@@ -54,6 +55,18 @@ urlpatterns = [
     path(ORG + "contracts/<uuid:pk>/", tenants_api.ContractDetailView.as_view(), name="contract-detail"),
     path(ORG + "consents/", tenants_api.ConsentListView.as_view(), name="consent-list"),
     path(ORG + "consents/<uuid:pk>/", tenants_api.ConsentDetailView.as_view(), name="consent-detail"),
+    path(
+        ORG + "consents/<uuid:pk>/approve/", tenants_api.ConsentApproveView.as_view(), name="consent-approve"
+    ),
+    path(ORG + "consents/<uuid:pk>/deny/", tenants_api.ConsentDenyView.as_view(), name="consent-deny"),
+    path(ORG + "consents/<uuid:pk>/revoke/", tenants_api.ConsentRevokeView.as_view(), name="consent-revoke"),
+    path(
+        ORG + "consents/<uuid:pk>/history/", tenants_api.ConsentHistoryView.as_view(), name="consent-history"
+    ),
+    path(
+        ORG + "consents/<uuid:pk>/receipt/", tenants_api.ConsentReceiptView.as_view(), name="consent-receipt"
+    ),
+    path("consent-receipts/key/", tenants_api.ConsentReceiptKeyView.as_view(), name="consent-receipt-key"),
     path(ORG + "devices/", devices_api.DeviceListView.as_view(), name="device-list"),
     path(ORG + "devices/batch/", devices_api.DeviceBatchView.as_view(), name="device-batch"),
     path(ORG + "devices/<uuid:pk>/", devices_api.DeviceDetailView.as_view(), name="device-detail"),
@@ -81,6 +94,16 @@ urlpatterns = [
         ORG + "security-domains/<uuid:pk>/",
         devices_api.SecurityDomainDetailView.as_view(),
         name="security-domain-detail",
+    ),
+    path(
+        ORG + "security-domains/<uuid:pk>/master-key/",
+        sessionkeys_api.MasterKeyView.as_view(),
+        name="security-domain-master-key",
+    ),
+    path(
+        ORG + "security-domains/<uuid:pk>/session-keys/",
+        sessionkeys_api.SessionKeyView.as_view(),
+        name="security-domain-session-keys",
     ),
     path(ORG + "key-sets/", devices_api.KeySetListView.as_view(), name="key-set-list"),
     path(ORG + "devices/<uuid:pk>/jobs/", jobs_api.DeviceJobsView.as_view(), name="device-jobs"),

@@ -43,6 +43,24 @@ urlpatterns = [
         tenant_views.InvitationRevokeView.as_view(),
         name="org-invitation-revoke",
     ),
+    path(ORG + "consents/", tenant_views.ConsentsView.as_view(), name="org-consents"),
+    path(ORG + "consents/<uuid:pk>/", tenant_views.ConsentView.as_view(), name="org-consent"),
+    path(
+        ORG + "consents/<uuid:pk>/approve/",
+        tenant_views.ConsentApproveView.as_view(),
+        name="org-consent-approve",
+    ),
+    path(ORG + "consents/<uuid:pk>/deny/", tenant_views.ConsentDenyView.as_view(), name="org-consent-deny"),
+    path(
+        ORG + "consents/<uuid:pk>/revoke/",
+        tenant_views.ConsentRevokeView.as_view(),
+        name="org-consent-revoke",
+    ),
+    path(
+        ORG + "consents/<uuid:pk>/receipt/",
+        tenant_views.ConsentReceiptView.as_view(),
+        name="org-consent-receipt",
+    ),
     path(ORG + "mandates/", tenant_views.MandatesView.as_view(), name="org-mandates"),
     path(
         ORG + "mandates/<uuid:pk>/revoke/",
@@ -54,7 +72,9 @@ urlpatterns = [
     path(ORG + "devices/register/", device_views.DeviceRegisterView.as_view(), name="org-device-register"),
     path(ORG + "devices/batch/", device_views.DeviceBatchView.as_view(), name="org-device-batch"),
     path(
-        ORG + "devices/<uuid:pk>/suspend/", device_views.DeviceSuspendView.as_view(), name="org-device-suspend"
+        ORG + "devices/<uuid:pk>/suspend/",
+        device_views.DeviceSuspendView.as_view(),
+        name="org-device-suspend",
     ),
     path(
         ORG + "devices/<uuid:pk>/reactivate/",

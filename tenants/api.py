@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from audit.models import AuditEvent
 from portal.api import ON_BEHALF_PARAM, ListMixin, NoInput, OrgScopedAPIView
 from portal.errors import DomainError, NotFoundError
+from tenants import consent as consent_services
 from tenants import serializers as s
 from tenants import services
 from tenants.access import Action, get_visible, memberships_of, visible_to
@@ -300,7 +301,7 @@ class MandateRevokeView(OrgScopedAPIView):
         return Response(s.MandateOut(mandate, context={"request": request, "org": org}).data)
 
 
-# --- contracts and consents (read-only until their workflows land) ----------------------------
+# --- contracts and consents ----------------------------------------------------------------
 
 
 class ContractListView(ListMixin, OrgScopedAPIView):
@@ -320,12 +321,42 @@ class ContractDetailView(OrgScopedAPIView):
 
 
 class ConsentListView(ListMixin, OrgScopedAPIView):
+    """Consents given (as a subscriber) and received (as a provider); POST: a provider requests one.
+
+    ``?side=given|received`` and ``?status=pending|granted|denied|revoked|expired`` filter."""
+
+    write_action = Action.CONSENTS_MANAGE
+
     @extend_schema(responses=s.ConsentOut(many=True))
     def get(self, request: Request, org: str) -> Response:
         qs = visible_to(Consent, self.actor, Action.CONSENTS_VIEW).select_related(
             "subscriber", "grantee", "device"
         )
+        side = request.query_params.get("side")
+        if side == "given":
+            qs = qs.filter(subscriber=self.actor.subject)
+        elif side == "received":
+            qs = qs.filter(grantee=self.actor.subject)
+        status = request.query_params.get("status")
+        if status:
+            qs = qs.filter(status=status[:16])
         return self.paginated(request, qs, s.ConsentOut)
+
+    @extend_schema(request=s.ConsentIn, responses={201: s.ConsentOut})
+    def post(self, request: Request, org: str) -> Response:
+        data = s.ConsentIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        consent = consent_services.consent_request(
+            actor=self.actor,
+            device=v["device"],
+            purpose=v["purpose"],
+            scopes=list(v["scopes"]),
+            duration_days=v["duration_days"],
+            sd_aid=v["sd_aid"],
+            application_aid=v["application_aid"],
+        )
+        return Response(s.ConsentOut(consent, context={"request": request, "org": org}).data, status=201)
 
 
 class ConsentDetailView(OrgScopedAPIView):
@@ -333,6 +364,83 @@ class ConsentDetailView(OrgScopedAPIView):
     def get(self, request: Request, org: str, pk: str) -> Response:
         consent = get_visible(Consent, self.actor, Action.CONSENTS_VIEW, pk=pk)
         return Response(s.ConsentOut(consent, context={"request": request, "org": org}).data)
+
+
+class _ConsentActionView(OrgScopedAPIView):
+    write_action = Action.CONSENTS_MANAGE
+
+    def act(self, consent: Consent) -> Consent:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @extend_schema(request=None, responses=s.ConsentOut)
+    def post(self, request: Request, org: str, pk: str) -> Response:
+        NoInput(data=request.data).is_valid(raise_exception=True)
+        consent = get_visible(Consent, self.actor, Action.CONSENTS_VIEW, pk=pk)
+        consent = self.act(consent)
+        return Response(s.ConsentOut(consent, context={"request": request, "org": org}).data)
+
+
+class ConsentApproveView(_ConsentActionView):
+    """The subscriber allows a pending request."""
+
+    def act(self, consent: Consent) -> Consent:
+        return consent_services.consent_decide(actor=self.actor, consent=consent, approve=True)
+
+
+class ConsentDenyView(_ConsentActionView):
+    """The subscriber refuses a pending request; the provider's waiting jobs end rejected."""
+
+    def act(self, consent: Consent) -> Consent:
+        return consent_services.consent_decide(actor=self.actor, consent=consent, approve=False)
+
+
+class ConsentRevokeView(_ConsentActionView):
+    """The subscriber withdraws a granted consent; the provider's SD is removed."""
+
+    def act(self, consent: Consent) -> Consent:
+        return consent_services.consent_revoke(actor=self.actor, consent=consent)
+
+
+class ConsentHistoryView(OrgScopedAPIView):
+    @extend_schema(responses=s.ConsentHistoryOut(many=True))
+    def get(self, request: Request, org: str, pk: str) -> Response:
+        consent = get_visible(Consent, self.actor, Action.CONSENTS_VIEW, pk=pk)
+        events = consent_services.consent_history(consent)
+        return Response({"results": s.ConsentHistoryOut(events, many=True).data})
+
+
+class ConsentReceiptView(OrgScopedAPIView):
+    """A signed consent receipt (JSON, Ed25519; see ``tenants.consent``), as a download."""
+
+    @extend_schema(responses=inline_serializer("ConsentReceipt", {"receipt": serializers.DictField()}))
+    def get(self, request: Request, org: str, pk: str) -> Response:
+        consent = get_visible(Consent, self.actor, Action.CONSENTS_VIEW, pk=pk)
+        document = consent_services.consent_receipt(actor=self.actor, consent=consent)
+        response = Response(document)
+        response["Content-Disposition"] = f'attachment; filename="consent-{consent.pk}.json"'
+        return response
+
+
+class ConsentReceiptKeyView(APIView):
+    """The public key that verifies consent receipts (anyone may fetch it)."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+
+    @extend_schema(
+        responses=inline_serializer(
+            "ConsentReceiptKey",
+            {
+                "alg": serializers.CharField(),
+                "key_id": serializers.CharField(),
+                "public_key": serializers.CharField(),
+                "pem": serializers.CharField(),
+            },
+        ),
+        auth=[],
+    )
+    def get(self, request: Request) -> Response:
+        return Response(consent_services.receipt_public_key())
 
 
 # --- audit -----------------------------------------------------------------------------------

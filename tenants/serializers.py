@@ -164,12 +164,45 @@ class ConsentOut(serializers.Serializer):
     device = serializers.CharField(source="device.serial")
     purpose = serializers.CharField()
     scopes = serializers.ListField(child=serializers.CharField())
-    granted_at = serializers.DateTimeField()
+    status = serializers.CharField()
+    sd_aid = serializers.CharField()
+    application_aid = serializers.CharField()
+    duration_days = serializers.IntegerField(allow_null=True)
+    requested_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+    granted_at = serializers.DateTimeField(allow_null=True)
     expires_at = serializers.DateTimeField(allow_null=True)
     revoked_at = serializers.DateTimeField(allow_null=True)
+    removal_job = serializers.UUIDField(source="removal_job_id", allow_null=True)
+    plain = serializers.SerializerMethodField()
 
     def get_url(self, obj: Any) -> str:
         return abs_url(self.context, "api:consent-detail", org=org_slug(self.context), pk=obj.pk)
+
+    def get_plain(self, obj: Any) -> dict[str, Any]:
+        from tenants.consent import consent_plain
+
+        return consent_plain(obj)
+
+
+class ConsentIn(StrictSerializer):
+    device = serializers.CharField(max_length=64)
+    purpose = serializers.CharField(max_length=200)
+    scopes = serializers.ListField(child=serializers.CharField(max_length=40), min_length=1, max_length=20)
+    duration_days = serializers.IntegerField(
+        min_value=1, max_value=3650, allow_null=True, required=False, default=None
+    )
+    sd_aid = serializers.CharField(max_length=32)
+    application_aid = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+
+
+class ConsentHistoryOut(serializers.Serializer):
+    seq = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    tag = serializers.CharField()
+    actor = serializers.CharField(source="actor_username")
+    details = serializers.DictField()
+    hash = serializers.CharField()
 
 
 class AuditEventOut(serializers.Serializer):

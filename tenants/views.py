@@ -20,10 +20,11 @@ from django.views import View
 
 from portal.errors import DomainError
 from portal.views import OrgScopedView, error_page, is_htmx
+from tenants import consent as consent_services
 from tenants import forms, selectors, services
 from tenants.access import Action, get_visible, visible_to
 from tenants.errors import InvitationInvalid
-from tenants.models import Invitation, Mandate, MemberRole, Membership
+from tenants.models import Consent, ConsentStatus, Invitation, Mandate, MemberRole, Membership
 
 # --- members and invitations -------------------------------------------------------------------
 
@@ -375,3 +376,114 @@ __all__ = [
     "MembersView",
     "error_page",
 ]
+
+
+# --- consents (issue 6): pages for a non-technical person on a phone -------------------------
+
+
+class ConsentsView(OrgScopedView):
+    """``/o/<org>/consents/``: requests waiting for the subscriber's answer, its answers, and (for
+    a provider) the consents it asked for."""
+
+    action = Action.CONSENTS_VIEW
+
+    def get(self, request: HttpRequest, org: str) -> HttpResponse:
+        consents = visible_to(Consent, self.actor, Action.CONSENTS_VIEW).select_related(
+            "subscriber", "grantee", "device"
+        )
+        subject = self.actor.subject
+        given = consents.filter(subscriber=subject)
+        return self.render_page(
+            "tenants/consents.html",
+            {
+                "waiting": given.filter(status=ConsentStatus.PENDING),
+                "given": given.exclude(status=ConsentStatus.PENDING),
+                "received": consents.filter(grantee=subject),
+            },
+        )
+
+
+class ConsentView(OrgScopedView):
+    """``/o/<org>/consents/<pk>/``: one request or consent in plain language, one decision."""
+
+    action = Action.CONSENTS_VIEW
+
+    def page(self, consent: Consent, *, error: str = "", status: int = 200) -> HttpResponse:
+        from jobs.models import Job
+
+        removal = []
+        if consent.removal_job_id and self.actor.can(Action.JOBS_VIEW):
+            removal = list(visible_to(Job, self.actor, Action.JOBS_VIEW).filter(pk=consent.removal_job_id))
+        return self.render_page(
+            "tenants/consent.html",
+            {
+                "consent": consent,
+                "plain": consent_services.consent_plain(consent),
+                "is_subscriber": consent.subscriber_id == self.actor.subject.pk,
+                "history": consent_services.consent_history(consent),
+                "removal_jobs": removal,
+                "error": error,
+            },
+            status=status,
+        )
+
+    def consent(self, pk: Any) -> Consent:
+        return get_visible(Consent, self.actor, Action.CONSENTS_VIEW, pk=pk)
+
+    def get(self, request: HttpRequest, org: str, pk: Any = None) -> HttpResponse:
+        return self.page(self.consent(pk))
+
+
+class _ConsentDecisionView(ConsentView):
+    action = Action.CONSENTS_MANAGE
+    done = ""
+
+    def act(self, consent: Consent) -> Consent:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def get(self, request: HttpRequest, org: str, pk: Any = None) -> HttpResponse:
+        return redirect("org-consent", org=org, pk=pk)
+
+    def post(self, request: HttpRequest, org: str, pk: Any = None) -> HttpResponse:
+        consent = self.consent(pk)
+        try:
+            self.act(consent)
+        except DomainError as exc:
+            consent.refresh_from_db()
+            return self.page(consent, error=exc.message, status=exc.status)
+        messages.success(request, self.done)
+        return redirect("org-consent", org=org, pk=pk)
+
+
+class ConsentApproveView(_ConsentDecisionView):
+    done = "You allowed it. You can withdraw your consent at any time."
+
+    def act(self, consent: Consent) -> Consent:
+        return consent_services.consent_decide(actor=self.actor, consent=consent, approve=True)
+
+
+class ConsentDenyView(_ConsentDecisionView):
+    done = "You refused. Nothing will be put on your device."
+
+    def act(self, consent: Consent) -> Consent:
+        return consent_services.consent_decide(actor=self.actor, consent=consent, approve=False)
+
+
+class ConsentRevokeView(_ConsentDecisionView):
+    done = "You withdrew your consent. Its area and keys are being removed from your device."
+
+    def act(self, consent: Consent) -> Consent:
+        return consent_services.consent_revoke(actor=self.actor, consent=consent)
+
+
+class ConsentReceiptView(ConsentView):
+    """The signed receipt as a JSON download (same document as the API's)."""
+
+    def get(self, request: HttpRequest, org: str, pk: Any = None) -> HttpResponse:
+        import json
+
+        consent = self.consent(pk)
+        document = consent_services.consent_receipt(actor=self.actor, consent=consent)
+        response = HttpResponse(json.dumps(document, indent=2), content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="consent-{consent.pk}.json"'
+        return response

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
@@ -33,7 +34,7 @@ STR, SLUG, EMAIL, CHOICE, LIST, DICT, DATETIME = "str", "slug", "email", "choice
 class Endpoint:
     method: str
     url: Callable[[Any], str]  # world → path
-    caller: str  # "anonymous", "owner", "operator", "provider" (an SP), "ca" (a Controlling Authority)
+    caller: str  # "anonymous", "owner", "operator", "provider" (an SP), "subscriber", "ca" (a Controlling Authority)
     fields: dict[str, str]  # name → kind
     valid: Callable[[Any], dict[str, Any]] = field(default=lambda w: {})
     everything_optional: bool = False  # an empty body is a valid request
@@ -45,6 +46,8 @@ class Endpoint:
             return client_for(f.UserFactory(username="platform-op", is_staff=True, is_superuser=False))
         if self.caller == "provider":
             return client_for(world.provider_user)
+        if self.caller == "subscriber":
+            return client_for(world.subscriber_user)
         if self.caller == "ca":
             from tests.support.ca import ca_user
 
@@ -160,6 +163,7 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ),
 }
 
+
 def _suspended_device_url(world: Any) -> str:
     from devices.models import Device
 
@@ -234,12 +238,19 @@ ENDPOINTS.update(
     }
 )
 
+
 def _queued_job_url(world: Any) -> str:
     from jobs.models import Job
 
     job = Job.objects.create(
-        kind="read_status", device=world.device, secure_element=world.se, target_sd=world.isd,
-        target_aid=world.isd.aid, requested_by=world.owner, beneficiary=world.owner, params={"sd": world.isd.aid},
+        kind="read_status",
+        device=world.device,
+        secure_element=world.se,
+        target_sd=world.isd,
+        target_aid=world.isd.aid,
+        requested_by=world.owner,
+        beneficiary=world.owner,
+        params={"sd": world.isd.aid},
     )
     return f"/api/v1/orgs/owner-sei/jobs/{job.pk}/cancel/"
 
@@ -274,18 +285,27 @@ def _awaiting_job(world: Any) -> tuple[str, dict[str, Any]]:
     from jobs.models import Job
 
     job = Job.objects.filter(kind="load_keys_scp11", state="awaiting_input").first() or Job.objects.create(
-        kind="load_keys_scp11", state="awaiting_input", device=world.device, secure_element=world.se,
-        target_sd=world.isd, target_aid=world.isd.aid, requested_by=world.owner, beneficiary=world.owner,
+        kind="load_keys_scp11",
+        state="awaiting_input",
+        device=world.device,
+        secure_element=world.se,
+        target_sd=world.isd,
+        target_aid=world.isd.aid,
+        requested_by=world.owner,
+        beneficiary=world.owner,
         params={"sd": world.isd.aid, "authenticate": [], "variant": "a"},
     )
     keys = (os.urandom(16), os.urandom(16), os.urandom(16))
     install, store = keydelivery.delivery_commands(
         sd_aid=bytes.fromhex(world.isd.aid), kvn=0x31, keys=keys, dek=os.urandom(16)
     )
-    secured = [bytes([0x84]) + c[1:4] + bytes([c[4] + 8]) + c[5 : 5 + c[4]] + os.urandom(8) for c in (install, store)]
+    secured = [
+        bytes([0x84]) + c[1:4] + bytes([c[4] + 8]) + c[5 : 5 + c[4]] + os.urandom(8) for c in (install, store)
+    ]
     control = keydelivery.read_key_set_dgis(store[5 : 5 + store[4]])
     body = {"commands": [c.hex() for c in secured], "kvn": 0x31, "key_length": 16, "kcvs": control.kcvs_hex()}
     return f"/api/v1/orgs/owner-sei/jobs/{job.pk}/input/", body
+
 
 def _supply_batch(world: Any) -> dict[str, Any]:
     """The owner as an SE supplier named (se.supply) by an SE issuer with an import key, and a
@@ -352,6 +372,7 @@ ENDPOINTS.update(
     }
 )
 
+
 def _csr_url(world: Any) -> str:
     from tests.support.ca import make_ca
 
@@ -376,6 +397,36 @@ ENDPOINTS.update(
         ("api:certificate-csr", "post"): Endpoint("post", _csr_url, "provider", {"csr": STR}, _csr_body),
         ("api:certificate-revoke", "post"): Endpoint(
             "post", _revoke_url, "ca", {"reason": CHOICE}, lambda w: {"reason": "key_compromise"}
+        ),
+    }
+)
+
+
+def _session_keys_url(world: Any) -> str:
+    """The provider's SSD with a master key deposited in its vault (docs/session-keys.md §6)."""
+    from keys.sessionkeys import master_key_register
+    from tenants.access import resolve_actor
+
+    actor = resolve_actor(world.provider_user, "provider-sp")
+    master_key_register(actor=actor, security_domain=world.ssd, key=bytes(range(16)))
+    return f"/api/v1/orgs/provider-sp/security-domains/{world.ssd.pk}/session-keys/"
+
+
+ENDPOINTS.update(
+    {
+        ("api:security-domain-master-key", "post"): Endpoint(
+            "post",
+            lambda w: f"/api/v1/orgs/provider-sp/security-domains/{w.ssd.pk}/master-key/",
+            "provider",
+            {"key": STR},
+            lambda w: {"key": "00112233445566778899AABBCCDDEEFF"},
+        ),
+        ("api:security-domain-session-keys", "post"): Endpoint(
+            "post",
+            _session_keys_url,
+            "provider",
+            {"service": STR},
+            lambda w: {"service": "meter.reading", "epoch": 1},
         ),
     }
 )
@@ -430,6 +481,62 @@ ENDPOINTS.update(
         ),
         ("api:webhook-rotate-secret", "post"): Endpoint(
             "post", lambda w: _webhook_url(w, "rotate-secret/"), "owner", {}, everything_optional=True
+        ),
+    }
+)
+
+
+DAYS = "days"  # a whole number of days, or null
+WRONG_TYPES[DAYS] = [True, [], {"a": 1}, 1.5, -1, "ten"]
+
+
+def _consent_url(world: Any, suffix: str, status: str = "pending") -> str:
+    """A consent of the provider on the world's device, in ``status``, as its subscriber's URL."""
+    consent = f.ConsentFactory(
+        subscriber=world.subscriber,
+        grantee=world.provider,
+        device=world.device,
+        status=status,
+        sd_aid=world.ssd.aid,
+        granted_at=None if status == "pending" else timezone.now(),
+    )
+    return f"/api/v1/orgs/home-ss/consents/{consent.pk}/{suffix}"
+
+
+ENDPOINTS.update(
+    {
+        ("api:consent-list", "post"): Endpoint(
+            "post",
+            lambda w: "/api/v1/orgs/provider-sp/consents/",
+            "provider",
+            {
+                "device": STR,
+                "purpose": STR,
+                "scopes": LIST,
+                "duration_days": DAYS,
+                "sd_aid": STR,
+                "application_aid": STR,
+            },
+            lambda w: {
+                "device": "MTR-0001",
+                "purpose": "Billing",
+                "scopes": ["own_security_domain", "readings"],
+                "duration_days": 30,
+                "sd_aid": "A000000151535041AA",
+            },
+        ),
+        ("api:consent-approve", "post"): Endpoint(
+            "post", lambda w: _consent_url(w, "approve/"), "subscriber", {}, everything_optional=True
+        ),
+        ("api:consent-deny", "post"): Endpoint(
+            "post", lambda w: _consent_url(w, "deny/"), "subscriber", {}, everything_optional=True
+        ),
+        ("api:consent-revoke", "post"): Endpoint(
+            "post",
+            lambda w: _consent_url(w, "revoke/", status="granted"),
+            "subscriber",
+            {},
+            everything_optional=True,
         ),
     }
 )
