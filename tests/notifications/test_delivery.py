@@ -252,3 +252,28 @@ def test_no_secret_in_the_database_payloads_logs_or_audit(
             assert s not in json.dumps(e.details) and s not in e.target_repr
         # sealed, not in the clear
         assert needle not in bytes(Webhook.objects.get(pk=webhook.pk).secret_sealed)
+
+
+def test_the_publish_hook_costs_no_query_for_other_events_and_one_for_a_job_event(
+    world: Any, django_assert_num_queries: Any
+) -> None:
+    with django_assert_num_queries(0):
+        services.deliveries_for_event([world.owner.pk], {"kind": "audit", "seq": 1})
+    with django_assert_num_queries(1):
+        services.deliveries_for_event([world.owner.pk, world.stranger.pk], _job_event(world))
+
+
+def test_a_rolled_back_change_leaves_no_delivery_and_sends_nothing(
+    world: Any, receiver: Receiver, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.db import transaction
+
+    _hook(world, receiver)
+    with django_capture_on_commit_callbacks(execute=True):
+        try:
+            with transaction.atomic():
+                publish([world.owner.pk], _job_event(world))
+                raise RuntimeError("the business operation failed after publishing")
+        except RuntimeError:
+            pass
+    assert not Delivery.objects.exists() and receiver.received == []
