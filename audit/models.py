@@ -40,6 +40,8 @@ class AuditTag(models.TextChoices):
     KEYSET_IMPORT = "keyset:import", "Key set imported"
     KEYSET_GENERATE = "keyset:generate", "Key set generated"
     KEYSET_STATUS = "keyset:status", "Key set status changed"
+    MASTERKEY_REGISTER = "masterkey:register", "Service master key registered"
+    SESSIONKEY_DERIVE = "sessionkey:derive", "Session key derived for the master key's owner"
     VAULT_SHRED = "vault:shred", "Organisation data key shredded"
     JOB_REQUEST = "job:request", "Job requested"
     JOB_STATE = "job:state", "Job changed state"

@@ -12,7 +12,7 @@ from django.db.models import Q
 
 from devices.access import _device_ids_visible
 from devices.models import SecureElement
-from keys.models import Certificate, CertificateKind, KeySet
+from keys.models import Certificate, CertificateKind, KeySet, ServiceMasterKey
 from tenants.access import Actor, rule, rule_q
 from tenants.models import MandateAction
 
@@ -40,3 +40,11 @@ def _certificate_rule(actor: Actor) -> Q:
         return casd
     org = actor.subject
     return casd | Q(issuer__owner=org) | Q(kind=CertificateKind.OCE, subject_org=org)
+
+
+@rule(ServiceMasterKey)
+def _service_master_key_rule(actor: Actor) -> Q:
+    """A service master key is its owner's alone: never seen on anyone's behalf."""
+    if actor.mandate is not None:
+        return Q(pk__in=[])
+    return Q(owner=actor.subject)

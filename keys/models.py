@@ -108,6 +108,48 @@ class KeySet(models.Model):
         return {"enc": self.kcv_enc, "mac": self.kcv_mac, "dek": self.kcv_dek}
 
 
+class MasterKeyStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired (replaced; its sealed key is wiped)"
+
+
+class ServiceMasterKey(models.Model):
+    """A provider SD's service master key (docs/session-keys.md): the SE derives session keys for
+    on-device applications from it; the provider derives the same ones on its back end.
+
+    ``custody`` ``portal``: the owner deposited a copy in its vault (``sealed``, purpose
+    ``masterkey:<id>``) so its back end may ask the session-keys API; ``provider``: only the SE
+    and the provider's tooling hold it, the row records its KCV only and the API answers 409.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="service_master_keys")
+    security_domain = models.ForeignKey(
+        SecurityDomain, on_delete=models.CASCADE, related_name="service_master_keys"
+    )
+    kvn = models.PositiveSmallIntegerField(default=0x72, help_text="Key version on the card (KID 01)")
+    key_length = models.PositiveSmallIntegerField(help_text="16, 24 or 32 bytes")
+    custody = models.CharField(max_length=8, choices=KeyCustody.choices, default=KeyCustody.PORTAL)
+    sealed = models.BinaryField(blank=True, default=b"", help_text="The key sealed for masterkey:<id>")
+    kcv = models.CharField(max_length=6)
+    status = models.CharField(max_length=16, choices=MasterKeyStatus.choices, default=MasterKeyStatus.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["security_domain"], condition=Q(status="active"), name="master_key_one_active_per_sd"
+            ),
+            models.CheckConstraint(condition=Q(kvn__gte=1, kvn__lte=0x7F), name="master_key_kvn_range"),
+            models.CheckConstraint(condition=Q(key_length__in=[16, 24, 32]), name="master_key_length"),
+        ]
+
+    def __str__(self) -> str:
+        return f"service master key {self.kcv} ({self.custody}, {self.status})"
+
+
 # --- the Controlling Authority's certificate authority (issue 5 item 1) -----------------------
 
 
