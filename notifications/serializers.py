@@ -8,7 +8,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from notifications.events import MAX_PATTERNS
-from notifications.models import Delivery, Webhook
+from notifications.models import Webhook
 from portal.api import StrictSerializer
 
 
@@ -78,6 +78,3 @@ class DeliveryOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
     delivered_at = serializers.DateTimeField(allow_null=True)
     payload = serializers.JSONField()
-
-    class Meta:
-        model = Delivery

@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import secrets
+import socket
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -357,6 +358,20 @@ def _timeout() -> httpx.Timeout:
     return httpx.Timeout(total, connect=min(total, 3.0))
 
 
+def _private_target(url: str) -> bool:
+    """Does the URL's host resolve to an address that is not public? (Checked at each attempt,
+    outside development, so a name pointed at the platform's own network later is refused too.
+    A resolver that fails is left to the request itself, which then fails as unreachable.)"""
+    if _local_http_allowed():
+        return False
+    parts = urlsplit(url)
+    try:
+        infos = socket.getaddrinfo(parts.hostname or "", parts.port or 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return any(not ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_global for info in infos)
+
+
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
     """POST once: (status code, "") or (None, what went wrong). The response body is not read."""
     try:
@@ -409,7 +424,10 @@ def delivery_attempt(*, delivery_id: Any, force: bool = False) -> str:
     }
     del secret
     clock = time.monotonic()
-    code, error = _post(webhook.url, body, headers)
+    if _private_target(webhook.url):
+        code, error = None, "the URL's host resolves to a private or reserved address; not sent"
+    else:
+        code, error = _post(webhook.url, body, headers)
     entry: dict[str, Any] = {
         "attempt": n,
         "at": started_at.isoformat(),

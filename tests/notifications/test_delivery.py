@@ -277,3 +277,21 @@ def test_a_rolled_back_change_leaves_no_delivery_and_sends_nothing(
         except RuntimeError:
             pass
     assert not Delivery.objects.exists() and receiver.received == []
+
+
+def test_outside_development_a_url_that_now_points_at_a_private_address_is_not_called(
+    world: Any, django_capture_on_commit_callbacks: Any, settings: Any
+) -> None:
+    # given a webhook whose URL was valid, then points (here: directly) at the platform's network
+    webhook, _ = services.webhook_create(
+        actor=_owner(world), url="https://hooks.example.test/x", event_types=["job.*"]
+    )
+    Webhook.objects.filter(pk=webhook.pk).update(url="https://10.1.2.3/x")
+    settings.EMBEDDED = False
+    settings.DEBUG = False
+    # when an event is delivered
+    _emit(django_capture_on_commit_callbacks, world, _job_event(world))
+    # then nothing was sent and the attempt says why
+    d = Delivery.objects.get(webhook=webhook)
+    assert d.status == DeliveryStatus.PENDING and d.last_status_code is None
+    assert "private or reserved address" in d.last_error
