@@ -13,6 +13,8 @@ Commands (each prints one JSON object on success)::
     script run --device ID --sd AID --apdu HEX [--apdu HEX ...] [--kvn N]
     personalize --device ID --sd AID --app AID --dgi HEX=HEX [--dgi ...] [--kvn N]
     receipt verify --se-id HEX --sd AID --kvn N --receipt HEX
+    master-key new --se-serial HEX --sd AID [--key-length 16|24|32] [--keyset-se-id HEX --kvn N]
+    session-key --se-serial HEX --sd AID --service NAME --epoch N|today
 
 The store is ``--store DIR`` or ``TESSERA_PROVIDER_STORE``; its passphrase
 ``TESSERA_PROVIDER_PASSPHRASE``; a PKCS#11 store's PIN ``TESSERA_PROVIDER_PKCS11_PIN``. The server is
@@ -193,6 +195,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--kvn", type=_kvn, required=True)
     s.add_argument("--receipt", required=True)
     s.set_defaults(func=cmd_receipt_verify)
+
+    master = sub.add_parser("master-key", help="service master keys (docs/session-keys.md)").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    s = master.add_parser("new", parents=[store], help="generate and store an SD's service master key")
+    s.add_argument("--se-serial", required=True, help="the SE's CPLC IC serial number (hex)")
+    s.add_argument("--sd", required=True)
+    s.add_argument("--key-length", type=int, choices=(16, 24, 32), default=16)
+    s.add_argument("--keyset-se-id", help="with --kvn: answer the PUT KEY APDU under this key set's DEK")
+    s.add_argument("--kvn", type=_kvn)
+    s.set_defaults(func=cmd_master_key_new)
+    s = sub.add_parser(
+        "session-key", parents=[store], help="derive a session key locally from the stored master key"
+    )
+    s.add_argument("--se-serial", required=True, help="the SE's CPLC IC serial number (hex)")
+    s.add_argument("--sd", required=True)
+    s.add_argument("--service", required=True)
+    s.add_argument("--epoch", required=True, help="an integer, or 'today' (days since 1970-01-01 UTC)")
+    s.set_defaults(func=cmd_session_key)
     return p
 
 
@@ -359,6 +380,37 @@ def cmd_receipt_verify(args: argparse.Namespace) -> dict[str, Any]:
     sd = provider.parse_aid(args.sd, "--sd").hex().upper()
     receipt = provider.parse_hex(args.receipt, "--receipt", min_len=16, max_len=18)
     return provider.verify_receipt(_open(args), se_id=se_id, sd=sd, kvn=args.kvn, receipt=receipt)
+
+
+def cmd_master_key_new(args: argparse.Namespace) -> dict[str, Any]:
+    from sdk import sessionkeys
+
+    return sessionkeys.master_new(
+        _open(args),
+        se_serial=provider.parse_hex(args.se_serial, "--se-serial", max_len=16),
+        sd=provider.parse_aid(args.sd, "--sd"),
+        key_length=args.key_length,
+        keyset_se_id=args.keyset_se_id,
+        kvn=args.kvn,
+    )
+
+
+def cmd_session_key(args: argparse.Namespace) -> dict[str, Any]:
+    from sdk import sessionkeys
+
+    epoch: int | str = args.epoch
+    if epoch != "today":
+        try:
+            epoch = _int(args.epoch)
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"--epoch: {e}", code="bad_epoch") from None
+    return sessionkeys.session_key(
+        _open(args),
+        se_serial=provider.parse_hex(args.se_serial, "--se-serial", max_len=16),
+        sd=provider.parse_aid(args.sd, "--sd"),
+        service=args.service,
+        epoch=epoch,
+    )
 
 
 # --- main --------------------------------------------------------------------------------------
