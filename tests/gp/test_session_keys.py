@@ -278,3 +278,19 @@ def _fuzz_card() -> SoftCard:
 
 
 _FUZZ_CARD = _fuzz_card()
+
+
+def test_the_worked_example_in_the_docs_is_what_the_code_computes():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "session-keys.md").read_text()
+    ctx = kdf_context(service="meter.reading", epoch=20419, se_id=SE_ID)
+    assert "0D 6D657465722E72656164696E67 00004FC3 04 01020304" in doc
+    assert ctx.hex().upper() == "0D6D657465722E72656164696E6700004FC30401020304"
+    assert "0D6D657465722E72656164696E6700004FC30401020304 00000080" in doc
+    for _, _, _, _, expected in VECTORS:
+        assert expected in doc
+    apdu = DeriveSessionKey("meter.reading", 20419).to_apdu().encode().hex().upper()
+    assert apdu == "805A000015800D6D657465722E72656164696E67810400004FC300"
+    assert "80 5A 00 00 15 80 0D 6D657465722E72656164696E67 81 04 00004FC3 00" in doc
+    assert day_epoch(dt.date(2025, 11, 27)) == 20419 and "(2025-11-27)" in doc
