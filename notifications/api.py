@@ -7,7 +7,8 @@
   active; delete (with its delivery log).
 - ``POST webhooks/<id>/test/`` — send a ``webhook.test`` event now: 201 with the delivery created.
 - ``GET webhooks/<id>/deliveries/`` — the delivery log, newest first.
-- ``POST webhooks/<id>/rotate-secret/`` — a new secret, shown once.
+- ``POST webhooks/<id>/rotate-secret/`` ``{"expire_previous"?: bool}`` — a new secret, shown
+  once; the previous one also signs for 24 hours unless ``expire_previous``.
 Owners and admins manage; operators and auditors read; never on a mandator's behalf (404).
 """
 
@@ -93,9 +94,10 @@ class WebhookRotateSecretView(OrgScopedAPIView):
     action = VIEW
     write_action = MANAGE
 
-    @extend_schema(request=NoInput, responses=s.WebhookSecretOut)
+    @extend_schema(request=s.RotateSecretIn, responses=s.WebhookSecretOut)
     def post(self, request: Request, org: str, pk: str) -> Response:
         webhook = selectors.webhook_get(actor=self.actor, pk=pk)
-        NoInput(data=request.data).is_valid(raise_exception=True)
-        secret = services.webhook_rotate_secret(actor=self.actor, webhook=webhook)
+        ser = s.RotateSecretIn(data=request.data)
+        ser.is_valid(raise_exception=True)
+        secret = services.webhook_rotate_secret(actor=self.actor, webhook=webhook, **ser.validated_data)
         return Response(s.WebhookSecretOut(webhook, context=self.context(request, secret=secret)).data)

@@ -13,7 +13,9 @@ class Webhook(models.Model):
     """An HTTPS endpoint of ``owner`` that receives the events it subscribed to, HMAC-signed.
 
     ``secret_sealed`` is the signing secret sealed in the owner's vault (purpose
-    ``webhook-secret:<id>``); it is shown once, at creation or rotation, and never again.
+    ``webhook-secret:<id>``); it is shown once, at creation or rotation, and never again. After a
+    rotation the previous secret also signs (a second ``v1=``) until ``previous_secret_expires_at``,
+    so a receiver can switch without losing deliveries.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -24,6 +26,8 @@ class Webhook(models.Model):
     event_types = models.JSONField(default=list)
     secret_sealed = models.BinaryField()
     secret_rotated_at = models.DateTimeField()
+    previous_secret_sealed = models.BinaryField(null=True, blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     active = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

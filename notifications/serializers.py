@@ -38,6 +38,24 @@ class WebhookPatchIn(StrictSerializer):
         return super().to_internal_value(data)
 
 
+class RotateSecretIn(StrictSerializer):
+    expire_previous = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Stop signing with the previous secret at once (it leaked); otherwise it also "
+        "signs for 24 hours.",
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and "expire_previous" in data
+            and not isinstance(data["expire_previous"], bool)
+        ):
+            raise serializers.ValidationError({"expire_previous": ["Expected true or false."]})
+        return super().to_internal_value(data)
+
+
 class WebhookOut(serializers.Serializer):
     id = serializers.UUIDField()
     url = serializers.CharField()
@@ -46,6 +64,7 @@ class WebhookOut(serializers.Serializer):
     active = serializers.BooleanField()
     disabled_reason = serializers.CharField()
     secret_rotated_at = serializers.DateTimeField()
+    previous_secret_expires_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     deliveries = serializers.SerializerMethodField()

@@ -45,6 +45,8 @@ MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
 JITTER = 0.2
 # While an attempt runs (or its task waits in the queue) the sweep leaves the delivery alone.
 LEASE = timedelta(minutes=2)
+# After a rotation the previous secret keeps signing (as a second v1=) for this long.
+ROTATION_GRACE = timedelta(hours=24)
 MAX_URL = 2000
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "Tessera-Webhooks/1"
@@ -249,19 +251,51 @@ def webhook_delete(*, actor: Actor, webhook: Webhook) -> None:
         webhook.delete()
 
 
-def webhook_rotate_secret(*, actor: Actor, webhook: Webhook) -> str:
-    """Replace the signing secret; returns the new one (shown once). The next attempt of every
-    delivery, pending ones included, is signed with it."""
+def webhook_rotate_secret(*, actor: Actor, webhook: Webhook, expire_previous: bool = False) -> str:
+    """Replace the signing secret; returns the new one (shown once).
+
+    Effects: the next attempt of every delivery, pending ones included, is signed with the new
+    secret and — for ``ROTATION_GRACE``, unless ``expire_previous`` (a leaked secret) — also with
+    the one it replaces, as a second ``v1=`` value; a ``webhook:rotate_secret`` audit event.
+    """
     require_webhooks(actor, MANAGE)
     secret = _new_secret()
+    now = timezone.now()
     with transaction.atomic():
+        if expire_previous:
+            webhook.previous_secret_sealed, webhook.previous_secret_expires_at = None, None
+        else:
+            webhook.previous_secret_sealed = webhook.secret_sealed
+            webhook.previous_secret_expires_at = now + ROTATION_GRACE
         webhook.secret_sealed = vault_seal(
             org_id=webhook.owner_id, purpose=_purpose(webhook.pk), plaintext=secret.encode()
         )
-        webhook.secret_rotated_at = timezone.now()
-        webhook.save(update_fields=["secret_sealed", "secret_rotated_at", "updated_at"])
-        _audit(actor, TAG_ROTATE, webhook)
+        webhook.secret_rotated_at = now
+        webhook.save(
+            update_fields=[
+                "secret_sealed",
+                "secret_rotated_at",
+                "previous_secret_sealed",
+                "previous_secret_expires_at",
+                "updated_at",
+            ]
+        )
+        _audit(actor, TAG_ROTATE, webhook, previous_kept=not expire_previous)
     return secret
+
+
+def _signature(webhook: Webhook, timestamp: str, body: bytes) -> str:
+    """``v1=<current>`` and, within the rotation grace, ``, v1=<previous>``."""
+    blobs = [bytes(webhook.secret_sealed)]
+    expires = webhook.previous_secret_expires_at
+    if webhook.previous_secret_sealed and expires is not None and expires > timezone.now():
+        blobs.append(bytes(webhook.previous_secret_sealed))
+    values = []
+    for blob in blobs:
+        secret = vault_open(org_id=webhook.owner_id, purpose=_purpose(webhook.pk), blob=blob)
+        values.append(sign(secret.decode(), timestamp, body))
+        del secret
+    return ", ".join(values)
 
 
 def webhook_test_send(*, actor: Actor, webhook: Webhook) -> Delivery:
@@ -411,18 +445,14 @@ def delivery_attempt(*, delivery_id: Any, force: bool = False) -> str:
         return "skipped"
     body = body_of(d.payload)
     timestamp = str(int(time.time()))
-    secret = vault_open(
-        org_id=webhook.owner_id, purpose=_purpose(webhook.pk), blob=bytes(webhook.secret_sealed)
-    )
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "X-Tessera-Event": d.event_type,
         "X-Tessera-Delivery": str(d.pk),
         "X-Tessera-Timestamp": timestamp,
-        "X-Tessera-Signature": sign(secret.decode(), timestamp, body),
+        "X-Tessera-Signature": _signature(webhook, timestamp, body),
     }
-    del secret
     clock = time.monotonic()
     if _private_target(webhook.url):
         code, error = None, "the URL's host resolves to a private or reserved address; not sent"

@@ -97,7 +97,9 @@ class WebhookTestPage(_WebhookPages):
 class WebhookRotateSecretPage(_WebhookPages):
     def post(self, request: HttpRequest, org: str, pk: Any) -> HttpResponse:
         webhook = selectors.webhook_get(actor=self.actor, pk=pk)
-        secret = services.webhook_rotate_secret(actor=self.actor, webhook=webhook)
+        secret = services.webhook_rotate_secret(
+            actor=self.actor, webhook=webhook, expire_previous=request.POST.get("expire_previous") == "1"
+        )
         return self.detail(webhook, secret=secret)
 
 

@@ -480,7 +480,12 @@ ENDPOINTS.update(
             "post", lambda w: _webhook_url(w, "test/"), "owner", {}, everything_optional=True
         ),
         ("api:webhook-rotate-secret", "post"): Endpoint(
-            "post", lambda w: _webhook_url(w, "rotate-secret/"), "owner", {}, everything_optional=True
+            "post",
+            lambda w: _webhook_url(w, "rotate-secret/"),
+            "owner",
+            {"expire_previous": BOOL},
+            lambda w: {"expire_previous": True},
+            everything_optional=True,
         ),
     }
 )

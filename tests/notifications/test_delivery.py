@@ -217,7 +217,7 @@ def test_an_unreachable_receiver_is_a_failed_attempt_with_a_clear_error(
     assert "could not reach the receiver" in d.last_error
 
 
-def test_a_rotated_secret_signs_the_next_attempts_and_the_old_one_no_longer_verifies(
+def test_after_rotation_both_secrets_sign_for_the_grace_period_then_only_the_new_one(
     world: Any, receiver: Receiver, django_capture_on_commit_callbacks: Any
 ) -> None:
     webhook, old = _hook(world, receiver)
@@ -225,9 +225,31 @@ def test_a_rotated_secret_signs_the_next_attempts_and_the_old_one_no_longer_veri
     assert new != old and new.startswith("whsec_")
     _emit(django_capture_on_commit_callbacks, world, _job_event(world))
     got = receiver.received[0]
+    sig = got.headers["X-Tessera-Signature"]
+    assert sig.count("v1=") == 2
+    # a receiver holding either secret verifies it during the grace period
+    verify(new, got.headers["X-Tessera-Timestamp"], got.body, sig)
+    verify(old, got.headers["X-Tessera-Timestamp"], got.body, sig)
+    # when the grace period is over, only the new secret signs
+    Webhook.objects.filter(pk=webhook.pk).update(previous_secret_expires_at=timezone.now())
+    _emit(django_capture_on_commit_callbacks, world, _job_event(world))
+    got = receiver.received[1]
+    assert got.headers["X-Tessera-Signature"].count("v1=") == 1
     verify(new, got.headers["X-Tessera-Timestamp"], got.body, got.headers["X-Tessera-Signature"])
     with pytest.raises(SignatureError):
         verify(old, got.headers["X-Tessera-Timestamp"], got.body, got.headers["X-Tessera-Signature"])
+
+
+def test_rotating_a_leaked_secret_stops_it_signing_at_once(
+    world: Any, receiver: Receiver, django_capture_on_commit_callbacks: Any
+) -> None:
+    webhook, leaked = _hook(world, receiver)
+    new = services.webhook_rotate_secret(actor=_owner(world), webhook=webhook, expire_previous=True)
+    _emit(django_capture_on_commit_callbacks, world, _job_event(world))
+    got = receiver.received[0]
+    verify(new, got.headers["X-Tessera-Timestamp"], got.body, got.headers["X-Tessera-Signature"])
+    with pytest.raises(SignatureError):
+        verify(leaked, got.headers["X-Tessera-Timestamp"], got.body, got.headers["X-Tessera-Signature"])
 
 
 def test_no_secret_in_the_database_payloads_logs_or_audit(
@@ -251,7 +273,9 @@ def test_no_secret_in_the_database_payloads_logs_or_audit(
         for e in AuditEvent.objects.all():
             assert s not in json.dumps(e.details) and s not in e.target_repr
         # sealed, not in the clear
-        assert needle not in bytes(Webhook.objects.get(pk=webhook.pk).secret_sealed)
+        stored = Webhook.objects.get(pk=webhook.pk)
+        assert needle not in bytes(stored.secret_sealed)
+        assert needle not in bytes(stored.previous_secret_sealed or b"")
 
 
 def test_the_publish_hook_costs_no_query_for_other_events_and_one_for_a_job_event(
