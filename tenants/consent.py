@@ -93,10 +93,15 @@ ALWAYS_NOT = (
 
 
 def _publish(consent: Consent, **extra: Any) -> None:
+    """A live event to both organisations (sent on commit by ``publish``; its listeners, e.g.
+    webhook deliveries, run now, inside the change's transaction). No key material, ever."""
     event = {
         "kind": "consent",
+        "event": "requested" if consent.status == ConsentStatus.PENDING else str(consent.status),
         "consent": str(consent.id),
         "status": consent.status,
+        "subscriber": consent.subscriber.slug,
+        "provider": consent.grantee.slug,
         "device": str(consent.device_id),
         **extra,
     }
@@ -242,7 +247,7 @@ def consent_request(
             granted_at=None,
         )
         _audit(actor, AuditTag.CONSENT_REQUEST, consent, sd=sd, scopes=consent.scopes)
-        transaction.on_commit(lambda: _publish(consent))
+        _publish(consent)
     return consent
 
 
@@ -332,7 +337,7 @@ def consent_decide(*, actor: Actor, consent: Consent, approve: bool) -> Consent:
             jobs=released,
             expires_at=consent.expires_at.isoformat() if consent.expires_at else None,
         )
-        transaction.on_commit(lambda: _publish(consent))
+        _publish(consent)
     return consent
 
 
@@ -350,7 +355,7 @@ def consent_revoke(*, actor: Actor, consent: Consent) -> Consent:
         ended = _end_work(consent, "the subscriber withdrew consent")
         removal = _start_removal(consent)
         _audit(actor, AuditTag.CONSENT_REVOKE, consent, jobs=ended, removal=removal)
-        transaction.on_commit(lambda: _publish(consent, removal=removal))
+        _publish(consent, removal=removal)
     return consent
 
 
@@ -370,7 +375,7 @@ def consent_expire_due(now: Any = None) -> int:
             ended = _end_work(consent, "the subscriber's consent ran out")
             removal = _start_removal(consent)
             _audit(None, AuditTag.CONSENT_EXPIRE, consent, jobs=ended, removal=removal)
-            transaction.on_commit(lambda c=consent, r=removal: _publish(c, removal=r))
+            _publish(consent, removal=removal)
             count += 1
     return count
 

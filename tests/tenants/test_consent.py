@@ -306,3 +306,21 @@ def test_the_provider_sees_its_request_but_no_decision_buttons(world):
     consent = _ask(world)
     page = _browser(world.provider_user).get(f"/o/provider-sp/consents/{consent.pk}/").content.decode()
     assert "Homeowner" in page and 'id="consent-approve"' not in page
+
+
+# --- live events ----------------------------------------------------------------------------
+
+
+def test_each_step_sends_a_live_event_to_both_organisations(world, monkeypatch):
+    from notifications.events import event_type
+    from portal import events
+
+    seen: list[tuple[list[str], dict[str, Any]]] = []
+    monkeypatch.setattr(events, "_listeners", [lambda orgs, event: seen.append((orgs, event))])
+    consent = _ask(world)
+    consent_decide(actor=_home(world), consent=consent, approve=True)
+    consent_revoke(actor=_home(world), consent=consent)
+    mine = [(o, e) for o, e in seen if e.get("kind") == "consent"]
+    assert [event_type(e) for _, e in mine] == ["consent.requested", "consent.granted", "consent.revoked"]
+    both = sorted({str(world.subscriber.pk), str(world.provider.pk)})
+    assert all(o == both for o, _ in mine)
