@@ -160,7 +160,7 @@ class DashboardView(OrgScopedView):
             counts.append(("Contracts", visible_to(Contract, actor, Action.CONTRACTS_VIEW).count(), ""))
         if actor.can(Action.CONSENTS_VIEW):
             consents = visible_to(Consent, actor, Action.CONSENTS_VIEW).filter(Consent.active_q())
-            counts.append(("Consents", consents.count(), ""))
+            counts.append(("Consents", consents.count(), "org-consents"))
         events: list[AuditEvent] = []
         if actor.can(Action.AUDIT_VIEW):
             events = list(visible_to(AuditEvent, actor, Action.AUDIT_VIEW).order_by("-seq")[:10])
