@@ -136,7 +136,7 @@ def test_postgres_and_redis_urls_switch_every_backend(tmp_path: Path) -> None:
     assert got["layer"] == "channels_redis.core.RedisChannelLayer"
     assert got["eager"] is False
     assert got["broker"] == "redis://127.0.0.1:6379/15"
-    assert got["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert got["cache"] == "portal.cache.SharedPoolRedisCache"  # Django's RedisCache, one pool per process
     assert got["debug"] is False
     assert got["secret_is_dev"] is False
 
