@@ -4,11 +4,18 @@ key's owner derives, the same key the SE derives; the key is never stored, logge
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.demo_meter import Reading, ReadingRejected, sign_reading, verify_reading
+from agent.backends.soft import SoftBackend
+from agent.config import LocalApiApp, LocalApiSettings
+from agent.demo_meter import Reading, ReadingRejected, local_session_key, sign_reading, verify_reading
+from agent.localapi import CardAccess, LocalApiServer
 from audit.models import AuditEvent, AuditTag
 from gp.card import SoftCard
 from gp.commands import (
@@ -23,7 +30,7 @@ from gp.commands import (
 )
 from gp.commands.get_data import CPLC
 from gp.scp03 import kcv
-from gp.sessionkeys import MASTER_KEY_KVN, DeriveSessionKey, derive_session_key, parse_response
+from gp.sessionkeys import MASTER_KEY_KVN, derive_session_key
 from keys.models import KeyCustody, MasterKeyStatus, ServiceMasterKey
 from tests.conftest import client_for
 from tests.gp.cardkit import ISD_KEYS, SSD_KEYS, Terminal, new_card
@@ -151,9 +158,13 @@ def test_a_bad_master_key_deposit_is_400(world, body):
     assert not ServiceMasterKey.objects.exists()
 
 
-def test_end_to_end_the_meter_on_the_se_and_the_provider_through_the_api_agree(world):
-    # given a card whose SSD holds the provider's master key, put there in the provider's own session
-    card: SoftCard = new_card()
+def test_end_to_end_the_meter_through_the_agents_local_api_and_the_provider_through_the_portal_agree(
+    world, tmp_path
+):
+    # given a persisted soft card whose SSD holds the provider's master key, put there in the
+    # provider's own SCP03 session, and the same master key deposited in the provider's vault
+    card_path = str(tmp_path / "se.card")
+    card: SoftCard = new_card(card_path)
     ssd = AID(world.ssd.aid)
     isd = Terminal(card).open()
     isd.ok(
@@ -173,13 +184,21 @@ def test_end_to_end_the_meter_on_the_se_and_the_provider_through_the_api_agree(w
     )
     world.se.serial = CPLC.parse(card._state.cplc).ic_serial_number.hex().upper()
     world.se.save(update_fields=["serial"])
+    card.close()
     _deposit(world)
-    # when the meter signs a reading with the key its SE derives
-    t = Terminal(card)
-    t.select(ssd)
-    on_card = parse_response(card.transmit(DeriveSessionKey("meter.reading", 20419).to_apdu().encode()))
-    signed = sign_reading(on_card, Reading("meter-1", 1, 20419, 4321))
-    # then the provider's back end, with the key from the API, accepts it, and refuses a forgery
+    # and the gateway's agent serving its local API to the meter application (this uid)
+    sock_dir = Path(tempfile.mkdtemp(prefix="tsk", dir="/tmp"))
+    app = LocalApiApp("meter", os.getuid(), world.ssd.aid.upper(), frozenset({"meter.reading"}))
+    access = CardAccess(SoftBackend(card_path))
+    try:
+        with LocalApiServer(LocalApiSettings(sock_dir / "agent.sock", None, (app,)), access) as server:
+            # when the meter signs a reading with the key its SE derives
+            key = local_session_key(str(server.path), sd=world.ssd.aid, service="meter.reading", epoch=20419)
+            signed = sign_reading(key, Reading("meter-1", 1, 20419, 4321))
+    finally:
+        access.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    # then the provider's back end, with the key from the portal's API, accepts it and refuses a forgery
     body = _derive(world.provider_user, _urls(world)[1]).json()
     api_key = bytes.fromhex(body["key"])
     assert verify_reading(api_key, signed) == Reading("meter-1", 1, 20419, 4321)
