@@ -295,6 +295,10 @@ def test_the_subscriber_withdraws_consent_from_the_page_and_downloads_the_receip
     assert resp.status_code == 302
     world.consent.refresh_from_db()
     assert world.consent.status == ConsentStatus.REVOKED
+    # the removal of the provider's SD was requested and the homeowner sees it on the page
+    page = client.get(f"/o/home-ss/consents/{world.consent.pk}/").content.decode()
+    assert world.consent.removal_job_id and 'id="consent-removal"' in page
+    assert f"/o/home-ss/jobs/{world.consent.removal_job_id}/" in page
     # a second press answers with the reason, not a crash
     again = client.post(f"/o/home-ss/consents/{world.consent.pk}/revoke/")
     assert again.status_code == 409 and "Only an allowed consent" in again.content.decode()
