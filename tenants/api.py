@@ -422,7 +422,8 @@ class ConsentReceiptView(OrgScopedAPIView):
 
 
 class ConsentReceiptKeyView(APIView):
-    """The public key that verifies consent receipts (anyone may fetch it)."""
+    """The public key that verifies consent receipts (anyone may fetch it); ``?key_id=`` names
+    the key of an older receipt."""
 
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
@@ -440,7 +441,8 @@ class ConsentReceiptKeyView(APIView):
         auth=[],
     )
     def get(self, request: Request) -> Response:
-        return Response(consent_services.receipt_public_key())
+        key_id = request.query_params.get("key_id")
+        return Response(consent_services.receipt_public_key(key_id[:64] if key_id else None))
 
 
 # --- audit -----------------------------------------------------------------------------------

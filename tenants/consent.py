@@ -509,8 +509,21 @@ def receipt_signing_key() -> ReceiptSigningKey:
     return row
 
 
-def receipt_public_key() -> dict[str, str]:
+def receipt_public_key(key_id: str | None = None) -> dict[str, str]:
+    """The current receipt key, or (``key_id``) the one named by an older receipt."""
     key = receipt_signing_key()
+    if key_id and key_id != str(key.id):
+        import uuid
+
+        try:
+            older = ReceiptSigningKey.objects.filter(pk=uuid.UUID(key_id)).first()
+        except ValueError:
+            older = None
+        if older is None:
+            from portal.errors import NotFoundError
+
+            raise NotFoundError("No such receipt key.")
+        key = older
     public = Ed25519PublicKey.from_public_bytes(bytes(key.public_raw))
     pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return {

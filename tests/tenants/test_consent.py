@@ -183,6 +183,9 @@ def test_a_receipt_verifies_with_the_published_key_and_a_changed_one_does_not(wo
     sig = base64.urlsafe_b64decode(document["signature"] + "==")
     Ed25519PublicKey.from_public_bytes(public).verify(sig, canonical.encode())
     assert receipt_public_key()["key_id"] == document["key_id"]
+    named = Client().get(f"/api/v1/consent-receipts/key/?key_id={document['key_id']}").json()
+    assert named["public_key"] == key["public_key"]
+    assert Client().get("/api/v1/consent-receipts/key/?key_id=nope").status_code == 404
 
 
 def test_the_receipt_key_is_stored_wrapped_never_in_the_clear(world):
