@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import AuditTag
 from audit.services import audit_record
 from keys.vault import vault_open, vault_seal
 from notifications import events
@@ -52,11 +53,11 @@ SECRET_PREFIX = "whsec_"
 USER_AGENT = "Tessera-Webhooks/1"
 
 # Audit tags of this app (strings in the audit chain, like audit.models.AuditTag's values).
-TAG_CREATE = "webhook:create"
-TAG_UPDATE = "webhook:update"
-TAG_DELETE = "webhook:delete"
-TAG_ROTATE = "webhook:rotate_secret"
-TAG_DISABLE = "webhook:disable"
+TAG_CREATE = AuditTag.WEBHOOK_CREATE
+TAG_UPDATE = AuditTag.WEBHOOK_UPDATE
+TAG_DELETE = AuditTag.WEBHOOK_DELETE
+TAG_ROTATE = AuditTag.WEBHOOK_ROTATE
+TAG_DISABLE = AuditTag.WEBHOOK_DISABLE
 
 
 def _purpose(webhook_id: Any) -> str:
