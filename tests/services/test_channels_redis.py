@@ -182,7 +182,10 @@ def test_sync_code_outside_a_server_sends_through_one_long_lived_loop_in_order(r
     joined = threading.Event()
 
     async def receive_all() -> None:
-        layer = get_channel_layer()
+        # its own layer object: closing its pools must not touch the sender's loop's connections
+        from channels_redis.core import RedisChannelLayer
+
+        layer = RedisChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
         channel = await layer.new_channel()
         await layer.group_add(group, channel)
         joined.set()
