@@ -31,6 +31,19 @@ GREENWATT_SD = "A00000015153504757"  # GreenWatt's SD on MTR-0002 (utilities wor
 DEMO_WAIT_S = 20.0  # long-poll wait of the demo gateways: jobs start the moment they are compiled
 
 
+def _point_at(config: Path, server: str) -> None:
+    """A demo gateway's config talks to ``server`` and long-polls (the demo's gateways are online,
+    DESIGN §8): rewritten only when it says otherwise."""
+    from dataclasses import replace
+
+    from agent.config import load_config, write_config
+
+    current = load_config(config)
+    if current.server_url.rstrip("/") != server or current.poll.wait_s != DEMO_WAIT_S:
+        poll = replace(current.poll, wait_s=DEMO_WAIT_S)
+        write_config(config, replace(current, server_url=server, poll=poll))
+
+
 class Command(BaseCommand):
     help = "Start the portal with simulated gateways (embedded default demo)."
 
@@ -79,6 +92,7 @@ class Command(BaseCommand):
         stop = threading.Event()
         threading.Thread(target=self._sweeper, args=(stop,), daemon=True).start()
         threading.Thread(target=self._confidential_demo, args=(server, env), daemon=True).start()
+
         def interrupted(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C: its children go with it
 
@@ -226,14 +240,7 @@ class Command(BaseCommand):
         directory = Path(settings.VAR_DIR) / "gateways" / serial
         config = directory / "agent.toml"
         if config.exists() and device.identity_key_id:
-            from dataclasses import replace
-
-            from agent.config import load_config, write_config
-
-            current = load_config(config)
-            if current.server_url.rstrip("/") != server or current.poll.wait_s != DEMO_WAIT_S:
-                poll = replace(current.poll, wait_s=DEMO_WAIT_S)
-                write_config(config, replace(current, server_url=server, poll=poll))
+            _point_at(config, server)
             return config
         directory.mkdir(parents=True, exist_ok=True)
         out = subprocess.run(
@@ -257,13 +264,7 @@ class Command(BaseCommand):
             text=True,
         )
         info = json.loads(out.stdout)
-        from dataclasses import replace as _replace
-
-        from agent.config import load_config as _load
-        from agent.config import write_config as _write
-
-        written = _load(config)  # the demo's gateways are online: they long-poll (DESIGN §8)
-        _write(config, _replace(written, poll=_replace(written.poll, wait_s=DEMO_WAIT_S)))
+        _point_at(config, server)
         isd_keys = json.loads(Path(info["isd_keys_file"]).read_text())
         se = device.secure_elements.select_related("issuer").first()
         with transaction.atomic():
