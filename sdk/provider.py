@@ -436,6 +436,30 @@ def _sd_key_set_kvn(device: dict[str, Any], se_uuid: str, sd: bytes) -> int | No
     return None
 
 
+def _load_target(
+    store: KeyStore,
+    client: ApiClient,
+    *,
+    device_id: str,
+    sd: bytes,
+    kvn: int | None,
+    key_length: int,
+    rotate: bool,
+    se: str | None,
+    chain_format: str,
+) -> tuple[SecureElementInfo, str, str, list[bytes], int]:
+    """What both ways of loading keys start from: checked arguments, the SE verified to the pinned
+    root, our OCE chain and the key version to load."""
+    if key_length not in (16, 24, 32):
+        raise UsageError("--key-length must be 16, 24 or 32", code="bad_key_length")
+    if kvn is not None and not 1 <= kvn <= 0x7F:
+        raise UsageError("--kvn must be 1 to 127 (01 to 7F)", code="bad_kvn")
+    info = verify_se(store, client, device_id, sd=sd, se=se)
+    chain = _oce_chain(store, chain_format)
+    kvn = _choose_kvn(store, client, info, device_id=device_id, sd=sd, kvn=kvn, rotate=rotate)
+    return info, info.se_id.hex().upper(), sd.hex().upper(), chain, kvn
+
+
 def load_keys(
     store: KeyStore,
     client: ApiClient,
@@ -454,14 +478,10 @@ def load_keys(
     The key set is stored (sealed) before anything leaves this process; it ends ``active`` when the
     receipt verifies and ``failed`` otherwise (kept, so nothing is lost if the card did install it).
     """
-    if key_length not in (16, 24, 32):
-        raise UsageError("--key-length must be 16, 24 or 32", code="bad_key_length")
-    if kvn is not None and not 1 <= kvn <= 0x7F:
-        raise UsageError("--kvn must be 1 to 127 (01 to 7F)", code="bad_kvn")
-    info = verify_se(store, client, device_id, sd=sd, se=se)
-    se_hex, sd_hex = info.se_id.hex().upper(), sd.hex().upper()
-    chain = _oce_chain(store, chain_format)
-    kvn = _choose_kvn(store, client, info, device_id=device_id, sd=sd, kvn=kvn, rotate=rotate)
+    info, se_hex, sd_hex, chain, kvn = _load_target(
+        store, client, device_id=device_id, sd=sd, kvn=kvn, key_length=key_length, rotate=rotate, se=se,
+        chain_format=chain_format,
+    )  # fmt: skip
     rec, keys = store.new_key_set(se_id=se_hex, sd=sd_hex, kvn=kvn, key_length=key_length, device=device_id)
     rec.counter = store.next_counter(se_hex, sd_hex)
     built = keyload.build_package_with_receipt(
@@ -562,14 +582,10 @@ def load_keys_online(
     The key set is stored (sealed) before anything leaves this process and ends ``active`` only
     when step 2 verifies (``failed`` otherwise). The OCE key must be able to do ECDH: a PKCS#11
     store's signing-only key cannot (``pkcs11_mechanism``)."""
-    if key_length not in (16, 24, 32):
-        raise UsageError("--key-length must be 16, 24 or 32", code="bad_key_length")
-    if kvn is not None and not 1 <= kvn <= 0x7F:
-        raise UsageError("--kvn must be 1 to 127 (01 to 7F)", code="bad_kvn")
-    info = verify_se(store, client, device_id, sd=sd, se=se)
-    se_hex, sd_hex = info.se_id.hex().upper(), sd.hex().upper()
-    chain = _oce_chain(store, chain_format)
-    kvn = _choose_kvn(store, client, info, device_id=device_id, sd=sd, kvn=kvn, rotate=rotate)
+    info, se_hex, sd_hex, chain, kvn = _load_target(
+        store, client, device_id=device_id, sd=sd, kvn=kvn, key_length=key_length, rotate=rotate, se=se,
+        chain_format=chain_format,
+    )  # fmt: skip
     # Two sessions from one ephemeral key: one wraps, its twin checks each R-MAC in its place.
     ephemeral = ec.generate_private_key(ec.SECP256R1())
     session_args: dict[str, Any] = {
