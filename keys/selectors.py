@@ -37,23 +37,19 @@ def active_keyset(sd: SecurityDomain) -> KeySet | None:
     Server-internal (workers compiling scripts): no actor, so never call it from a view. Key sets
     in the provider's custody (loaded confidentially) are never returned: Tessera has no keys for them.
     """
-    return (
-        KeySet.objects.filter(security_domain=sd, status=KeySetStatus.ACTIVE, custody=KeyCustody.PORTAL)
-        .order_by("-created_at")
-        .first()
-    )
+    return _newest_usable(security_domain=sd)
 
 
 def active_keyset_at(secure_element: Any, aid: str) -> KeySet | None:
     """:func:`active_keyset` of the SD ``aid`` on ``secure_element``, in one query (the engine's
     hot path). Server-internal, like :func:`active_keyset`."""
+    return _newest_usable(security_domain__secure_element=secure_element, security_domain__aid=aid)
+
+
+def _newest_usable(**where: Any) -> KeySet | None:
+    """The newest active key set in Tessera's custody matching ``where``."""
     return (
-        KeySet.objects.filter(
-            security_domain__secure_element=secure_element,
-            security_domain__aid=aid,
-            status=KeySetStatus.ACTIVE,
-            custody=KeyCustody.PORTAL,
-        )
+        KeySet.objects.filter(status=KeySetStatus.ACTIVE, custody=KeyCustody.PORTAL, **where)
         .order_by("-created_at")
         .first()
     )
