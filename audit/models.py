@@ -57,6 +57,10 @@ class AuditTag(models.TextChoices):
     CERTIFICATE_ISSUE = "certificate:issue", "Certificate issued"
     CERTIFICATE_REVOKE = "certificate:revoke", "Certificate revoked"
     CRL_PUBLISH = "crl:publish", "Revocation list published"
+    CONTRACT_END = "contract:end", "Contract ended"
+    SWITCH_REQUEST = "switch:request", "Provider switch requested"
+    SWITCH_STEP = "switch:step", "Provider switch step started"
+    SWITCH_STATE = "switch:state", "Provider switch changed state"
 
 
 class AuditEvent(models.Model):

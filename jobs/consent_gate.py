@@ -7,6 +7,9 @@ Which jobs need it: the kinds that put or change a provider's things on the card
 is neither the subscriber itself nor the SE issuer. Removals (delete, lock, unlock, delete
 application) and status reads never wait: they are what ending a consent sets off.
 
+A contract whose terms waive consent (``Contract.consent_required`` False: a leased kit whose
+provider the lessor assigns) stands in for it while it is pending or in force.
+
 Which consent covers it: granted and in force, for this device, given by the device's current
 subscriber to the job's beneficiary (one provider's consent never covers another's), naming the
 job's security domain (``sd_aid``, if the consent names one) and, for application jobs, its
@@ -18,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.models import Job, JobKind, JobState
-from tenants.models import Consent
+from tenants.models import Consent, Contract, ContractStatus
 
 CONSENT_KINDS = frozenset(
     {
@@ -48,6 +51,16 @@ def consent_needed(*, kind: str, subscriber_id: Any, beneficiary_id: Any, issuer
         and beneficiary_id is not None
         and beneficiary_id not in (subscriber_id, issuer_id)
     )
+
+
+def contract_waives_consent(*, device_id: Any, provider_id: Any) -> bool:
+    """True while a pending or active contract of ``provider_id`` on the device waives consent."""
+    return Contract.objects.filter(
+        device_id=device_id,
+        provider_id=provider_id,
+        consent_required=False,
+        status__in=[ContractStatus.PENDING, ContractStatus.ACTIVE],
+    ).exists()
 
 
 def covering_q(
@@ -98,7 +111,7 @@ def job_needs_consent(job: Job) -> bool:
         subscriber_id=job.device.subscriber_id,
         beneficiary_id=job.beneficiary_id,
         issuer_id=job.secure_element.issuer_id,
-    )
+    ) and not contract_waives_consent(device_id=job.device_id, provider_id=job.beneficiary_id)
 
 
 def consent_gate(job: Job) -> bool:

@@ -201,12 +201,20 @@ def _check_actor_may(
 
 
 def job_request(
-    *, actor: Actor, device: Device, kind: str, params: dict[str, Any] | None = None, mode: str | None = None
+    *,
+    actor: Actor,
+    device: Device,
+    kind: str,
+    params: dict[str, Any] | None = None,
+    mode: str | None = None,
+    no_show_seconds: int | None = None,
 ) -> Job:
     """Ask for one change on ``device``'s secure element.
 
     Preconditions: the actor sees the device (caller resolved it through ``visible_to``); the kind's
     rules hold (who may open which session, mandates from the SE issuer and the SD's owner).
+    ``no_show_seconds`` lengthens the no-show (and overall) deadline for orchestrations that wait
+    for a sleeping device (a provider switch resumes when the device wakes days later).
     Effects: a ``queued`` job with its deadlines, a ``job:request`` audit event, and — on commit —
     the engine is asked to compile its first step.
     """
@@ -336,6 +344,7 @@ def job_request(
         target_aid = sd.aid
         target_sd = sd
 
+    no_show = no_show_seconds if isinstance(no_show_seconds, int) and no_show_seconds > 0 else None
     now = timezone.now()
     waits = _awaits_consent(device, se, kind, beneficiary, clean, target_aid)
     with transaction.atomic():
@@ -356,8 +365,9 @@ def job_request(
             requested_by_user=actor.user if getattr(actor.user, "is_authenticated", False) else None,
             mode=mode or ScriptMode.PRECOMPUTED,
             params=clean,
-            no_show_deadline=now + timedelta(seconds=settings.TESSERA_JOB_NO_SHOW_SECONDS),
-            overall_deadline=now + timedelta(seconds=settings.TESSERA_JOB_OVERALL_SECONDS),
+            no_show_deadline=now + timedelta(seconds=no_show or settings.TESSERA_JOB_NO_SHOW_SECONDS),
+            overall_deadline=now
+            + timedelta(seconds=max(no_show or 0, settings.TESSERA_JOB_OVERALL_SECONDS)),
         )
         if sealed_package is not None:
             # Not secret (the keys inside are encrypted to the SE), but kept out of params and
@@ -402,6 +412,8 @@ def _awaits_consent(
         beneficiary_id=beneficiary.pk if beneficiary else None,
         issuer_id=se.issuer_id,
     ):
+        return False
+    if gate.contract_waives_consent(device_id=device.pk, provider_id=beneficiary.pk if beneficiary else None):
         return False
     return not Consent.objects.filter(
         gate.covering_q(
@@ -496,9 +508,12 @@ def job_transition(
             transaction.on_commit(lambda: _release_device(job.device_id))
         if to in TERMINAL_STATES:
             # A step compiled but never handed out must not reach the card of an ended job.
+            from jobs.hooks import job_finished
             from jobs.models import JobStep, StepState
 
             JobStep.objects.filter(job=job, state=StepState.READY).update(state=StepState.SUPERSEDED)
+            job_id = job.pk
+            transaction.on_commit(lambda: job_finished(job_id, to))
         audit_record(
             actor=actor,
             tag=AuditTag.JOB_STATE,

@@ -105,4 +105,8 @@ def sweep(now: Any = None) -> dict[str, Any]:
         Job.objects.filter(state__in=ACTIVE_STATES).values_list("device_id", flat=True).distinct()
     )
     counts["last_seen"] = flush_last_seen(active_devices)
+    # Orchestrations of jobs (provider switches, campaigns) recover what a lost hook left.
+    from jobs.hooks import run_sweepers
+
+    counts.update(run_sweepers(now))
     return counts

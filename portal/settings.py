@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "keys",
     "jobs",
     "notifications",
+    "switches",
 ]
 
 MIDDLEWARE = [
@@ -228,6 +229,11 @@ LOGGING = {
 # --- Jobs and the agent endpoint (DESIGN §7–8) -------------------------------------------------
 TESSERA_JOB_NO_SHOW_SECONDS = env_int("TESSERA_JOB_NO_SHOW_SECONDS", 24 * 3600, minimum=1)
 TESSERA_JOB_STEP_SECONDS = env_int("TESSERA_JOB_STEP_SECONDS", 600, minimum=1)
+# Provider switch (switches/): each saga job waits this long for a sleeping device; the new provider
+# has this long to send its key-loading package; a switch idle this long is advanced by the sweeper.
+TESSERA_SWITCH_STEP_NO_SHOW_SECONDS = env_int("TESSERA_SWITCH_STEP_NO_SHOW_SECONDS", 14 * 24 * 3600, minimum=1)
+TESSERA_SWITCH_KEYS_SECONDS = env_int("TESSERA_SWITCH_KEYS_SECONDS", 7 * 24 * 3600, minimum=1)
+TESSERA_SWITCH_SWEEP_AFTER_SECONDS = env_int("TESSERA_SWITCH_SWEEP_AFTER_SECONDS", 30, minimum=0)
 TESSERA_JOB_INPUT_SECONDS = env_int("TESSERA_JOB_INPUT_SECONDS", 300, minimum=1)  # load_keys_scp11: wait for round 2
 TESSERA_JOB_OVERALL_SECONDS = env_int("TESSERA_JOB_OVERALL_SECONDS", 7 * 24 * 3600, minimum=1)
 TESSERA_JOB_RETRY_BASE_SECONDS = env_int("TESSERA_JOB_RETRY_BASE_SECONDS", 5, minimum=0)

@@ -11,6 +11,7 @@ from jobs import api as jobs_api
 from keys import api_ca as ca_api
 from keys import api_sessionkeys as sessionkeys_api
 from notifications import api as notifications_api
+from switches import api as switches_api
 from tenants import api as tenants_api
 
 app_name = "api"
@@ -150,4 +151,6 @@ urlpatterns = [
         notifications_api.WebhookRotateSecretView.as_view(),
         name="webhook-rotate-secret",
     ),
+    path(ORG + "switches/", switches_api.SwitchListView.as_view(), name="switch-list"),
+    path(ORG + "switches/<uuid:pk>/", switches_api.SwitchDetailView.as_view(), name="switch-detail"),
 ]

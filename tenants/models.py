@@ -193,6 +193,13 @@ class Mandate(models.Model):
         return "active"
 
 
+class ContractStatus(models.TextChoices):
+    PENDING = "pending", "Starting (switch in progress)"
+    ACTIVE = "active", "In force"
+    ENDED = "ended", "Ended"
+    CANCELED = "canceled", "Canceled (never started)"
+
+
 class Contract(models.Model):
     """A subscriber's contract with a provider for a service on one device (workflows: issue 6)."""
 
@@ -214,6 +221,16 @@ class Contract(models.Model):
     on_consent_end = models.CharField(
         max_length=8, choices=[("delete", "Delete it"), ("lock", "Lock it")], default="delete"
     )
+    status = models.CharField(max_length=12, choices=ContractStatus.choices, default=ContractStatus.ACTIVE)
+    sd_aid = models.CharField(
+        max_length=32, blank=True, help_text="The provider's security domain serving this contract"
+    )
+    consent_required = models.BooleanField(
+        default=True,
+        help_text="False: the provider's work under this contract needs no separate consent from the "
+        "subscriber (e.g. a leased kit whose provider the lessor assigns); the subscriber is informed",
+    )
+    end_reason = models.CharField(max_length=32, blank=True)
 
     class Meta:
         ordering = ["-starts_at"]

@@ -149,6 +149,11 @@ class ContractOut(serializers.Serializer):
     service = serializers.CharField()
     switch_allowed = serializers.BooleanField()
     notice_days = serializers.IntegerField()
+    connectivity_payer = serializers.CharField(source="connectivity_payer.slug", allow_null=True, default=None)
+    consent_required = serializers.BooleanField()
+    sd_aid = serializers.CharField()
+    status = serializers.CharField()
+    end_reason = serializers.CharField()
     starts_at = serializers.DateTimeField()
     ends_at = serializers.DateTimeField(allow_null=True)
 

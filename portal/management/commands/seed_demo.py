@@ -144,6 +144,7 @@ class Command(BaseCommand):
             provider=orgs["sunpower"],
             device=meter,
             service="Electricity supply",
+            sd_aid="A000000151535053554E",
             switch_allowed=True,
             notice_days=14,
             connectivity_payer=orgs["gridco"],
@@ -204,7 +205,10 @@ class Command(BaseCommand):
             provider=orgs["northclinic"],
             device=gw,
             service="Remote patient monitoring",
+            sd_aid="A00000015153504E43",
             switch_allowed=False,
+            # The kit is leased: CareKit assigns the clinic; Cara is informed, her consent is not asked.
+            consent_required=False,
         )
 
     def _print_logins(self, password: str) -> None:
