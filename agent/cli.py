@@ -3,9 +3,9 @@
 Commands::
 
     python -m agent init --config PATH --server URL --serial SERIAL [--backend SPEC] [--force]
+                         [--token-module SO --token-label LABEL (--token-pin-file F | --token-login tee-identity)]
     python -m agent run --config PATH [--once]
     python -m agent show-config --config PATH
-    python -m agent doctor --config PATH [--max-skew SECONDS] [--json]
 
 ``init`` creates, beside the configuration file ``NAME.toml``:
 
@@ -21,6 +21,12 @@ Commands::
   ``STATE_PATH.handover.json`` instead: the SE supplier's batch record, ISD keys wrapped to the SE
   issuer's import key (``docs/manufacturing-handover.md``), also printed as ``se.handover``.
 
+With ``--token-module``/``--token-label`` (a PKCS#11 token: OP-TEE's TA, docs/tee-bridge.md) the
+identity key is generated *in the token* (no ``NAME.identity.pem``), with the receive key for keys
+from Tessera; the config gets a ``[token]`` table, a soft SE's state key comes from the token, and
+``--backend pkcs11:LABEL`` makes the token itself the key store. The output adds
+``receive_public_key`` (hex, uncompressed P-256 point).
+
 It refuses to overwrite any of these files unless ``--force`` is given, and prints one JSON
 object: ``{serial, key_id, identity_public_key, se: {serial, cplc, isd_aid, kvn, i_param,
 sequence_counter}, isd_keys_file, config}`` (``se`` has only ``serial`` and ``cplc`` for PC/SC).
@@ -34,7 +40,6 @@ Exit codes:
 3  secure element unavailable (backend error)
 4  journal unusable (the agent stops rather than risk repeating a command)
 5  ``run --once``: the exchange with the portal failed
-6  ``doctor``: a check failed (:mod:`agent.doctor`; its report says what to fix)
 == ==========================================================================
 """
 
@@ -94,19 +99,17 @@ def _parser() -> argparse.ArgumentParser:
         "ISD keys wrapped to it (docs/manufacturing-handover.md) instead of the clear-key file",
     )
     init.add_argument("--sei", default=None, help="with --import-key: the SE issuer's short name in Tessera")
+    init.add_argument("--token-module", type=Path, default=None, help="PKCS#11 module of the token")
+    init.add_argument("--token-label", default=None, help="the token's label (never a slot number)")
+    init.add_argument("--token-pin-file", type=Path, default=None, help="the user PIN's file (mode 0600)")
+    init.add_argument(
+        "--token-login", choices=("pin", "tee-identity"), default="pin", help="tee-identity: OP-TEE's login"
+    )
     run = sub.add_parser("run", help="poll the portal and run work")
     run.add_argument("--config", required=True, type=Path)
     run.add_argument("--once", action="store_true", help="one exchange cycle, then exit")
     show = sub.add_parser("show-config", help="print the loaded configuration as JSON")
     show.add_argument("--config", required=True, type=Path)
-    doctor = sub.add_parser(
-        "doctor", help="check config, clock, portal, signature and secure element; print what to fix"
-    )
-    doctor.add_argument("--config", required=True, type=Path)
-    doctor.add_argument(
-        "--max-skew", type=float, default=30.0, help="warn when the clock is further off (seconds)"
-    )
-    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 
@@ -136,13 +139,20 @@ def _init(args: argparse.Namespace) -> int:
     journal_path = config_path.with_name(f"{stem}.journal.sqlite")
     spec = args.backend or f"soft:{config_path.with_name(stem + '.se')}"
     kind, arg = parse_backend_spec(spec)
+    token_settings = _token_settings(args)
+    if kind == "pkcs11" and (token_settings is None or token_settings.label != arg):
+        raise ConfigError(f"--backend {spec}: give --token-module and --token-label {arg}")
     state_path = Path(arg).expanduser().resolve() if kind == "soft" else None
     isd_keys_path = state_path.with_name(state_path.name + ".isd-keys.json") if state_path else None
     import_key = _import_key(args, state_path)
     if import_key is not None and state_path is not None:
         isd_keys_path = state_path.with_name(state_path.name + ".handover.json")
 
-    targets = [config_path, key_path] + ([state_path, isd_keys_path] if state_path and isd_keys_path else [])
+    targets = (
+        [config_path]
+        + ([key_path] if token_settings is None else [])
+        + ([state_path, isd_keys_path] if state_path and isd_keys_path else [])
+    )
     existing = [str(p) for p in targets if p.exists()]
     if existing and not args.force:
         raise ConfigError(f"refusing to overwrite {', '.join(existing)} (use --force)")
@@ -151,24 +161,41 @@ def _init(args: argparse.Namespace) -> int:
     candidate = AgentConfig(
         server_url=server_url,
         serial=args.serial,
-        identity_key=key_path,
+        identity_key=key_path if token_settings is None else None,
         backend=f"soft:{state_path}" if state_path else spec,
         journal=journal_path,
+        token=token_settings,
     )
 
-    identity = ec.generate_private_key(ec.SECP256R1())
-    pem = identity.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    token = None
+    pem = b""
+    receive_point = None
+    if token_settings is None:
+        identity = ec.generate_private_key(ec.SECP256R1())
+        pem = identity.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        public = identity.public_key()
+    else:
+        from agent.pkcs11.runtime import open_settings
+
+        token = open_settings(token_settings)
+        public = token.create_identity(replace=args.force)
+        receive_point = token.create_receive_key()
     se: dict[str, Any] | None
     if state_path is not None and isd_keys_path is not None:
         se = _create_soft_card(
-            state_path, isd_keys_path, force=args.force, import_key=import_key, sei=args.sei
+            state_path,
+            isd_keys_path,
+            force=args.force,
+            import_key=import_key,
+            sei=args.sei,
+            state_key=token.state_key() if token is not None else None,
         )
     else:
         from agent.backends import open_backend
 
-        backend = open_backend(spec)
+        backend = open_backend(spec, token=token)
         try:
             se = backend.identifiers()
             se = {"serial": se["se_serial"], "cplc": se["cplc"]}
@@ -176,14 +203,14 @@ def _init(args: argparse.Namespace) -> int:
             backend.close()
     tmp_config = config_path.with_name(config_path.name + ".new")
     write_config(tmp_config, candidate)
-    _write_private(key_path, pem, force=args.force)
+    if token_settings is None:
+        _write_private(key_path, pem, force=args.force)
     try:
         load_config(tmp_config)  # the same checks `run` will apply
     except ConfigError:
         tmp_config.unlink(missing_ok=True)
         raise
     os.replace(tmp_config, config_path)
-    public = identity.public_key()
     out = {
         "serial": args.serial,
         "key_id": key_id(public),
@@ -194,8 +221,30 @@ def _init(args: argparse.Namespace) -> int:
         "isd_keys_file": str(isd_keys_path) if isd_keys_path else None,
         "config": str(config_path),
     }
+    if receive_point is not None:
+        out["receive_public_key"] = receive_point.hex().upper()
     print(json.dumps(out, indent=2))
     return EXIT_OK
+
+
+def _token_settings(args: argparse.Namespace) -> Any:
+    """The ``[token]`` table from ``--token-*``, or None when no token is asked for."""
+    from agent.config import TokenSettings
+
+    if args.token_module is None and args.token_label is None:
+        if args.token_pin_file is not None or args.token_login != "pin":
+            raise ConfigError("--token-pin-file/--token-login go with --token-module and --token-label")
+        return None
+    if args.token_module is None or not args.token_label:
+        raise ConfigError("--token-module and --token-label go together")
+    module = args.token_module.expanduser().resolve()
+    if args.token_login == "tee-identity":
+        if args.token_pin_file is not None:
+            raise ConfigError("--token-pin-file: not with --token-login tee-identity")
+        return TokenSettings(module, args.token_label, None, "tee-identity")
+    if args.token_pin_file is None:
+        raise ConfigError("--token-pin-file is required (or --token-login tee-identity)")
+    return TokenSettings(module, args.token_label, args.token_pin_file.expanduser().resolve(), "pin")
 
 
 def _import_key(args: argparse.Namespace, state_path: Path | None) -> Any:
@@ -219,7 +268,13 @@ def _import_key(args: argparse.Namespace, state_path: Path | None) -> Any:
 
 
 def _create_soft_card(
-    state_path: Path, isd_keys_path: Path, *, force: bool, import_key: Any = None, sei: str | None = None
+    state_path: Path,
+    isd_keys_path: Path,
+    *,
+    force: bool,
+    import_key: Any = None,
+    sei: str | None = None,
+    state_key: bytes | None = None,
 ) -> dict[str, Any]:
     from agent.backends.soft import SoftBackend
     from gp.card import SoftCard
@@ -236,6 +291,7 @@ def _create_soft_card(
         key_version=ISD_KVN,
         i_param=ISD_I_PARAM,
         sequence_counter=ISD_SEQUENCE_COUNTER,
+        state_key=state_key,
     )
     from cryptography.hazmat.primitives import serialization as _ser
 
@@ -246,12 +302,12 @@ def _create_soft_card(
     if import_key is not None:
         from gp.card.manufacture import batch_record
 
-        card = SoftCard.open(str(state_path))
+        card = SoftCard.open(str(state_path), state_key=state_key)
         record = batch_record(card, import_public_key=import_key, sei=str(sei))
         card.close()
         # The hand-over record: the ISD keys wrapped to the SE issuer's import key, no clear key.
         _write_private(isd_keys_path, (json.dumps(record, indent=2) + "\n").encode(), force=force)
-    backend = SoftBackend(str(state_path))
+    backend = SoftBackend(str(state_path), state_key=state_key)
     ids = backend.identifiers()
     backend.close()
     se = {
@@ -293,8 +349,12 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.config import load_config, load_identity_key
-    from agent.instance import journal_lock
+    from agent.backends import open_configured_backend
+    from agent.config import load_config, load_identity
+    from agent.journal import Journal
+    from agent.localapi import CardAccess, LocalApiServer
+    from agent.runner import Runner, install_signal_handlers
+    from agent.transport import HttpTransport
 
     config = load_config(args.config)
     logging.basicConfig(
@@ -302,24 +362,10 @@ def _run(args: argparse.Namespace) -> int:
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
         stream=sys.stderr,
     )
-    key = load_identity_key(config.identity_key)
-    instance = journal_lock(config.journal)  # one agent per journal (agent.instance)
-    try:
-        return _run_locked(args, config, key)
-    finally:
-        instance.close()
-
-
-def _run_locked(args: argparse.Namespace, config: Any, key: Any) -> int:
-    from agent.backends import open_backend
-    from agent.journal import Journal
-    from agent.localapi import CardAccess, LocalApiServer
-    from agent.runner import Runner, install_signal_handlers
-    from agent.transport import HttpTransport
-
+    key = load_identity(config)  # a PEM file's key, or the [token]'s (opened and probed here)
     journal = Journal(config.journal)
     # The runner and the local API share the card through one lock (agent.localapi.CardAccess).
-    backend = CardAccess(open_backend(config.backend))
+    backend = CardAccess(open_configured_backend(config))
     transport = HttpTransport(config, key)
     runner = Runner(config, transport, backend, journal)
     localapi: LocalApiServer | None = None
@@ -347,17 +393,9 @@ def _run_locked(args: argparse.Namespace, config: Any, key: Any) -> int:
         journal.close()
 
 
-def _doctor(args: argparse.Namespace) -> int:
-    from agent.doctor import run as doctor_run
-
-    if not 1.0 <= args.max_skew <= 3600.0:
-        raise ConfigError("--max-skew: must be between 1 and 3600 seconds")
-    return doctor_run(args.config, max_skew=args.max_skew, as_json=args.json)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"init": _init, "run": _run, "show-config": _show, "doctor": _doctor}
+    handlers = {"init": _init, "run": _run, "show-config": _show}
     try:
         return handlers[args.command](args)
     except ConfigError as e:

@@ -32,10 +32,22 @@ Example (``python -m agent init`` writes one)::
     sd = "A000000151535001"
     services = ["meter.reading"]
 
+    [token]                                    # optional: a PKCS#11 token (OP-TEE's TA, docs/tee-bridge.md)
+    module = "/usr/lib/libckteec.so.0"         # the PKCS#11 module (SoftHSM in tests)
+    label = "tessera"                          # the token's label (never a slot number)
+    pin_file = "/etc/tessera/token.pin"        # the user PIN, first line; mode 0600 or stricter
+    # login = "tee-identity"                   # instead of pin_file: OP-TEE's TEE-identity login
+
+With ``[token]``, the device identity key lives in the token (``identity_key`` must then be left
+out), keys received from Tessera and the session keys derived from them stay in it, the soft SE's
+state key comes from it (``backend = "soft:…"``), and ``backend = "pkcs11:LABEL"`` (the same label)
+makes the token itself the device's key store instead of an SE. ``run`` probes the token's
+mechanisms first and exits (code 3) naming any that is missing.
+
 :func:`load_config` refuses every bad value with a :class:`ConfigError` naming the file and the
 key: a missing or unparsable file, an unknown key, a wrong type, a URL that is not http(s), an
 identity key file that is missing, unreadable, not an ECDSA P-256 private key, or readable by
-anyone but its owner (mode looser than 0600).
+anyone but its owner (mode looser than 0600), a PIN file readable beyond its owner.
 """
 
 from __future__ import annotations
@@ -63,16 +75,19 @@ __all__ = [
     "LocalApiApp",
     "LocalApiSettings",
     "PollSettings",
+    "TokenSettings",
     "check_serial",
     "check_server_url",
     "Timeouts",
     "load_config",
+    "load_identity",
     "load_identity_key",
     "write_config",
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-BACKEND_KINDS = ("soft", "pcsc")
+BACKEND_KINDS = ("soft", "pcsc", "pkcs11")
+TOKEN_LOGINS = ("pin", "tee-identity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +134,30 @@ class LocalApiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSettings:
+    """``[token]``: a PKCS#11 token found by its label; PIN from a file or OP-TEE's TEE identity."""
+
+    module: Path
+    label: str
+    pin_file: Path | None = None
+    login: str = "pin"  # "pin" (pin_file) | "tee-identity"
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"module": str(self.module), "label": self.label}
+        if self.login == "tee-identity":
+            out["login"] = self.login
+        else:
+            out["pin_file"] = str(self.pin_file)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Everything the agent needs to run; paths are absolute once loaded."""
 
     server_url: str
     serial: str
-    identity_key: Path
+    identity_key: Path | None  # None: the identity key is in the [token]
     backend: str
     journal: Path
     log_level: str = "INFO"
@@ -133,16 +166,17 @@ class AgentConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     path: Path | None = None  # the file it was loaded from (not written)
     localapi: LocalApiSettings | None = None  # not written by write_config (init never sets it)
+    token: TokenSettings | None = None
 
     @property
     def backend_kind(self) -> str:
         return self.backend.split(":", 1)[0]
 
     def to_toml_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "server_url": self.server_url,
-            "serial": self.serial,
-            "identity_key": str(self.identity_key),
+        out: dict[str, Any] = {"server_url": self.server_url, "serial": self.serial}
+        if self.identity_key is not None:
+            out["identity_key"] = str(self.identity_key)
+        out |= {
             "backend": self.backend,
             "journal": str(self.journal),
             "log_level": self.log_level,
@@ -157,6 +191,8 @@ class AgentConfig:
             "wait_s": self.poll.wait_s,
         }
         out["timeouts"] = {"connect_s": self.timeouts.connect_s, "read_s": self.timeouts.read_s}
+        if self.token is not None:
+            out["token"] = self.token.to_toml_dict()
         return out
 
 
@@ -171,8 +207,10 @@ _TOP = {
     "poll",
     "timeouts",
     "localapi",
+    "token",
 }
-_REQUIRED = ("server_url", "serial", "identity_key", "backend", "journal")
+_REQUIRED = ("server_url", "serial", "backend", "journal")
+_TOKEN = {"module", "label", "pin_file", "login"}
 _POLL = {"min_s", "max_s", "backoff_base_s", "backoff_cap_s"}
 _TIMEOUTS = {"connect_s", "read_s"}
 
@@ -281,10 +319,43 @@ def _check_url(reader: _Reader, url: str) -> str:
 def _check_backend(reader: _Reader, spec: str) -> str:
     kind, sep, arg = spec.partition(":")
     if not sep or kind not in BACKEND_KINDS or not arg:
-        raise reader.fail("backend", f"must be soft:STATE_PATH or pcsc:READER_NAME, got {spec!r}")
+        raise reader.fail(
+            "backend", f"must be soft:STATE_PATH, pcsc:READER_NAME or pkcs11:TOKEN_LABEL, got {spec!r}"
+        )
     if kind == "soft":
         return f"soft:{(reader.base / os.path.expanduser(arg)).resolve()}"
     return spec
+
+
+def _check_token(r: _Reader, table: dict[str, Any]) -> TokenSettings:
+    """``[token]``: module path, label, and exactly one of pin_file / login = "tee-identity"."""
+    r.unknown(table, _TOKEN, "token")
+    for key in ("module", "label"):
+        if key not in table:
+            raise r.fail(f"token.{key}", "missing")
+    module = r.path_value(table, "module")
+    if not module.is_file():
+        raise r.fail("token.module", f"{module} does not exist")
+    label = r.string(table, "label", "token")
+    if len(label.encode()) > 32:
+        raise r.fail("token.label", "a PKCS#11 token label is at most 32 bytes")
+    login = r.string(table, "login", "token") if "login" in table else "pin"
+    if login not in TOKEN_LOGINS:
+        raise r.fail("token.login", f"must be one of {', '.join(TOKEN_LOGINS)}")
+    if login == "tee-identity":
+        if "pin_file" in table:
+            raise r.fail("token.pin_file", 'not with login = "tee-identity" (the TEE identity is the PIN)')
+        return TokenSettings(module, label, None, login)
+    if "pin_file" not in table:
+        raise r.fail("token.pin_file", 'missing (or set login = "tee-identity")')
+    pin_file = r.path_value(table, "pin_file")
+    from agent.pkcs11.token import read_pin_file
+
+    try:
+        read_pin_file(pin_file)
+    except ConfigError as e:
+        raise ConfigError(f"{r.path}: {e}") from None
+    return TokenSettings(module, label, pin_file, login)
 
 
 _LOCALAPI = {"socket", "group", "apps"}
@@ -409,11 +480,24 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
             "poll.wait_s", f"({poll.wait_s:g}) must stay 5 s below timeouts.read_s ({timeouts.read_s:g})"
         )
     localapi = _check_localapi(r, r.table(raw, "localapi")) if "localapi" in raw else None
-    identity_key = r.path_value(raw, "identity_key")
-    try:
-        load_identity_key(identity_key)
-    except ConfigError as e:
-        raise ConfigError(f"{file}: {e}") from None
+    token = _check_token(r, r.table(raw, "token")) if "token" in raw else None
+    if backend.startswith("pkcs11:"):
+        if token is None:
+            raise r.fail("backend", "pkcs11:LABEL needs a [token] table")
+        if backend != f"pkcs11:{token.label}":
+            raise r.fail("backend", f"must name the [token]'s label: pkcs11:{token.label}")
+    identity_key = None
+    if token is not None:
+        if "identity_key" in raw:
+            raise r.fail("identity_key", "remove it: with [token] the identity key lives in the token")
+    else:
+        if "identity_key" not in raw:
+            raise r.fail("identity_key", "missing")
+        identity_key = r.path_value(raw, "identity_key")
+        try:
+            load_identity_key(identity_key)
+        except ConfigError as e:
+            raise ConfigError(f"{file}: {e}") from None
     return AgentConfig(
         server_url=server_url,
         serial=serial,
@@ -426,7 +510,19 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         timeouts=timeouts,
         path=file,
         localapi=localapi,
+        token=token,
     )
+
+
+def load_identity(config: AgentConfig) -> Any:
+    """The device identity that signs requests: the PEM key of ``identity_key``, or — with
+    ``[token]`` — the token's key as an :class:`agent.httpsig.Signer` (the token is opened and
+    probed once per process: :func:`agent.pkcs11.runtime.token_for`)."""
+    if config.identity_key is not None:
+        return load_identity_key(config.identity_key)
+    from agent.pkcs11.runtime import token_for
+
+    return token_for(config).identity_signer()
 
 
 def _toml_value(value: Any) -> str:

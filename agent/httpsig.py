@@ -34,6 +34,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -48,6 +49,7 @@ __all__ = [
     "LABEL",
     "SignatureError",
     "SignatureParams",
+    "Signer",
     "content_digest",
     "key_id",
     "sign_request",
@@ -96,6 +98,17 @@ class SignatureParams:
     alg: str
 
 
+@runtime_checkable
+class Signer(Protocol):
+    """A device identity that signs without handing over its private key (e.g. in a PKCS#11 token)."""
+
+    def public_key(self) -> ec.EllipticCurvePublicKey: ...
+
+    def sign_raw(self, message: bytes) -> bytes:
+        """ECDSA P-256 / SHA-256 over ``message`` as r‖s (64 bytes)."""
+        ...
+
+
 def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
     """Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo."""
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -138,7 +151,7 @@ def _base(method: str, path: str, digest: str, params: str) -> bytes:
 
 def sign_request(
     *,
-    private_key: ec.EllipticCurvePrivateKey,
+    private_key: ec.EllipticCurvePrivateKey | Signer,
     method: str,
     path: str,
     body: bytes,
@@ -148,6 +161,7 @@ def sign_request(
     """The ``Content-Digest``, ``Signature-Input`` and ``Signature`` headers for one request.
 
     ``created`` defaults to now, ``nonce`` to 16 fresh random bytes in unpadded base64url.
+    ``private_key`` is a ``cryptography`` key (a file identity) or a :class:`Signer` (a token's).
     """
     if created is None:
         created = int(time.time())
@@ -160,7 +174,11 @@ def sign_request(
         f'{_COMPONENT_LIST};created={int(created)};nonce="{nonce}"'
         f';keyid="{key_id(private_key.public_key())}";alg="{ALGORITHM}"'
     )
-    signature = sign_raw(private_key, _base(method.upper(), path, digest, params))
+    base = _base(method.upper(), path, digest, params)
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        signature = sign_raw(private_key, base)
+    else:
+        signature = private_key.sign_raw(base)
     return {
         "Content-Digest": digest,
         "Signature-Input": f"{LABEL}={params}",

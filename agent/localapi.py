@@ -91,6 +91,19 @@ class CardAccess:
         with self._lock:
             return self.backend.identifiers()
 
+    @property
+    def takes_apdus(self) -> bool:
+        return bool(getattr(self.backend, "takes_apdus", True))
+
+    def derive_session_key(self, *, sd: bytes, service: str, epoch: int) -> bytes:
+        """The session key of SD ``sd``: DERIVE SESSION KEY on the SE (:func:`derive_on_card`), or the
+        backend's own derivation when it has one (a PKCS#11 token: :mod:`agent.backends.pkcs11`)."""
+        own = getattr(self.backend, "derive_session_key", None)
+        if own is None:
+            return derive_on_card(self, sd=sd, service=service, epoch=epoch)
+        with self._lock:
+            return bytes(own(sd=sd, service=service, epoch=epoch))
+
 
 def _sw(rapdu: bytes) -> int:
     return int.from_bytes(rapdu[-2:], "big") if len(rapdu) >= 2 else 0
@@ -228,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
             sd = aid.hex().upper()
             _authorise(app, uid, aid, service)
             try:
-                key = derive_on_card(self.server.access, sd=aid, service=service, epoch=epoch)
+                key = self.server.access.derive_session_key(sd=aid, service=service, epoch=epoch)
             except BackendError as e:
                 raise LocalApiError(
                     503, "card_unavailable", f"the secure element is unavailable: {e}"

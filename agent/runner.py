@@ -184,6 +184,8 @@ class Runner:
             return True
         if item.kind != KIND_APDU_SCRIPT:
             return self._reject(item, f"unknown work kind {item.kind!r}")
+        if not getattr(self.backend, "takes_apdus", True):
+            return self._reject(item, f"the {self.backend.kind} backend takes no APDU scripts")
         deadline = item.deadline_timestamp()
         if deadline is not None and self._wall() > deadline:
             return self._reject(item, f"deadline {item.deadline} has passed")

@@ -2,6 +2,11 @@
 
 - ``soft:STATE_PATH`` — :class:`agent.backends.soft.SoftBackend`, the software SE of :mod:`gp.card`.
 - ``pcsc:READER_NAME`` — :class:`agent.backends.pcsc.PcscBackend`, a reader through pcscd (pyscard).
+- ``pkcs11:TOKEN_LABEL`` — :class:`agent.backends.pkcs11.TokenBackend`, the ``[token]`` itself (a TEE
+  through OP-TEE's PKCS#11 TA): no APDUs, keys in the token (docs/tee-bridge.md).
+
+With a ``[token]`` configured, the soft SE's state key comes from the token
+(:meth:`agent.pkcs11.token.Token.state_key`) instead of a ``.secret`` file beside the state.
 
 A backend relays APDUs and nothing else: it never interprets a script. ``transmit`` returns the
 full R-APDU (data and SW1 SW2) or raises :class:`~agent.errors.BackendError`.
@@ -10,11 +15,14 @@ full R-APDU (data and SW1 SW2) or raises :class:`~agent.errors.BackendError`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from agent.errors import BackendError, ConfigError
 
-__all__ = ["CardBackend", "open_backend", "parse_backend_spec", "read_identifiers"]
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+
+__all__ = ["CardBackend", "open_backend", "open_configured_backend", "parse_backend_spec", "read_identifiers"]
 
 SELECT_ISD = bytes.fromhex("00A4040000")
 GET_CPLC = bytes.fromhex("80CA9F7F00")
@@ -57,18 +65,38 @@ def read_identifiers(transmit: Callable[[bytes], bytes]) -> dict[str, str]:
 
 def parse_backend_spec(spec: str) -> tuple[str, str]:
     kind, sep, arg = spec.partition(":")
-    if not sep or not arg or kind not in ("soft", "pcsc"):
-        raise ConfigError(f"backend: {spec!r} is not soft:STATE_PATH or pcsc:READER_NAME")
+    if not sep or not arg or kind not in ("soft", "pcsc", "pkcs11"):
+        raise ConfigError(f"backend: {spec!r} is not soft:STATE_PATH, pcsc:READER_NAME or pkcs11:TOKEN_LABEL")
     return kind, arg
 
 
-def open_backend(spec: str) -> CardBackend:
-    """Open the backend named by ``spec`` (``soft:PATH`` | ``pcsc:READER``); ConfigError if unknown."""
+def open_backend(spec: str, *, token: Any = None) -> CardBackend:
+    """Open the backend named by ``spec`` (``soft:PATH`` | ``pcsc:READER`` | ``pkcs11:LABEL``).
+
+    ``token`` (an open :class:`agent.pkcs11.token.Token`) keeps the soft SE's state key and is the
+    ``pkcs11`` backend itself. ConfigError if the spec is unknown.
+    """
     kind, arg = parse_backend_spec(spec)
     if kind == "soft":
         from agent.backends.soft import SoftBackend
 
-        return SoftBackend(arg)
+        return SoftBackend(arg, state_key=token.state_key() if token is not None else None)
+    if kind == "pkcs11":
+        if token is None or token.label != arg:
+            raise ConfigError(f"backend: {spec} needs the [token] labelled {arg!r}")
+        from agent.backends.pkcs11 import TokenBackend
+
+        return TokenBackend(token)
     from agent.backends.pcsc import PcscBackend
 
     return PcscBackend(arg)
+
+
+def open_configured_backend(config: AgentConfig) -> CardBackend:
+    """The backend of ``config``, with its ``[token]`` (opened and probed once) when there is one."""
+    token = None
+    if config.token is not None:
+        from agent.pkcs11.runtime import token_for
+
+        token = token_for(config)
+    return open_backend(config.backend, token=token)
