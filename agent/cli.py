@@ -6,6 +6,7 @@ Commands::
                          [--token-module SO --token-label LABEL (--token-pin-file F | --token-login tee-identity)]
     python -m agent run --config PATH [--once]
     python -m agent show-config --config PATH
+    python -m agent doctor --config PATH [--max-skew SECONDS] [--json]
 
 ``init`` creates, beside the configuration file ``NAME.toml``:
 
@@ -40,6 +41,7 @@ Exit codes:
 3  secure element unavailable (backend error)
 4  journal unusable (the agent stops rather than risk repeating a command)
 5  ``run --once``: the exchange with the portal failed
+6  ``doctor``: a check failed (:mod:`agent.doctor`; its report says what to fix)
 == ==========================================================================
 """
 
@@ -110,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="one exchange cycle, then exit")
     show = sub.add_parser("show-config", help="print the loaded configuration as JSON")
     show.add_argument("--config", required=True, type=Path)
+    doctor = sub.add_parser(
+        "doctor", help="check config, clock, portal, signature and secure element; print what to fix"
+    )
+    doctor.add_argument("--config", required=True, type=Path)
+    doctor.add_argument(
+        "--max-skew", type=float, default=30.0, help="warn when the clock is further off (seconds)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 
@@ -349,12 +359,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.backends import open_configured_backend
     from agent.config import load_config, load_identity
-    from agent.journal import Journal
-    from agent.localapi import CardAccess, LocalApiServer
-    from agent.runner import Runner, install_signal_handlers
-    from agent.transport import HttpTransport
+    from agent.instance import journal_lock
 
     config = load_config(args.config)
     logging.basicConfig(
@@ -363,6 +369,20 @@ def _run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     key = load_identity(config)  # a PEM file's key, or the [token]'s (opened and probed here)
+    instance = journal_lock(config.journal)  # one agent per journal (agent.instance)
+    try:
+        return _run_locked(args, config, key)
+    finally:
+        instance.close()
+
+
+def _run_locked(args: argparse.Namespace, config: Any, key: Any) -> int:
+    from agent.backends import open_configured_backend
+    from agent.journal import Journal
+    from agent.localapi import CardAccess, LocalApiServer
+    from agent.runner import Runner, install_signal_handlers
+    from agent.transport import HttpTransport
+
     journal = Journal(config.journal)
     # The runner and the local API share the card through one lock (agent.localapi.CardAccess).
     backend = CardAccess(open_configured_backend(config))
@@ -393,9 +413,17 @@ def _run(args: argparse.Namespace) -> int:
         journal.close()
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from agent.doctor import run as doctor_run
+
+    if not 1.0 <= args.max_skew <= 3600.0:
+        raise ConfigError("--max-skew: must be between 1 and 3600 seconds")
+    return doctor_run(args.config, max_skew=args.max_skew, as_json=args.json)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"init": _init, "run": _run, "show-config": _show}
+    handlers = {"init": _init, "run": _run, "show-config": _show, "doctor": _doctor}
     try:
         return handlers[args.command](args)
     except ConfigError as e:
