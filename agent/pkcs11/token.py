@@ -48,6 +48,7 @@ __all__ = [
     "TokenError",
     "TokenProbeError",
     "TokenSigner",
+    "finalize_libraries",
     "open_token",
     "read_pin_file",
 ]
@@ -117,6 +118,16 @@ def _library(module: str) -> Any:
                 raise ConfigError(f"token.module: {module} cannot be loaded ({type(e).__name__})") from None
             _LIBS[module] = lib
         return lib
+
+
+def finalize_libraries() -> None:
+    """C_Finalize every module this process loaded (after closing its tokens): the next
+    :func:`open_token` initialises afresh (SoftHSM then re-reads ``SOFTHSM2_CONF``)."""
+    with _LIBS_LOCK:
+        for lib in _LIBS.values():
+            with contextlib.suppress(Exception):
+                lib.finalize()
+        _LIBS.clear()
 
 
 def _exact_mapper() -> Any:
