@@ -27,12 +27,16 @@ FAILed (then :data:`EXIT_DOCTOR_FAILED`); the configuration failing stops the re
     malformed, the request dispatches no work, acknowledges nothing and changes nothing. A ``401``
     FAILs with the portal's reason (``unknown_key``: the device is not enrolled with this key;
     ``device_suspended``; ``stale``: the clock; …).
+``token`` (with a ``[token]`` table)
+    The PKCS#11 token opens with its PIN file (or OP-TEE's TEE-identity login), passes the start-up
+    probe of ``run`` (every mechanism the agent needs, e.g. "needs optee_os ≥ 3.17 for
+    ECDH1_DERIVE") and holds the identity and receive keys ``init`` generated in it.
 ``backend``
-    Opens the configured secure element backend and reads its identifiers (SE serial, CPLC). A
-    running agent holds the card (a second process would break its secure channel session, and a
-    soft card's counters must have one writer), so when ``agent run`` holds the journal lock
-    (:mod:`agent.instance`) the backend is not touched: SKIP, naming the agent's pid. A backend
-    offering ``health()`` (a token's mechanism probe) is asked too.
+    Opens the configured backend and reads its identifiers (SE serial, CPLC; a token's device id).
+    A running agent holds a card (a second process would break its secure channel session, and a
+    soft card's counters must have one writer), so for ``soft`` and ``pcsc``, when ``agent run``
+    holds the journal lock (:mod:`agent.instance`), the card is not touched: SKIP, naming the
+    agent's pid. A token serves many sessions at once and is always probed.
 
 Nothing here logs or prints key material: the report names files, key ids and identifiers only.
 """
@@ -49,12 +53,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx
 
 from agent import __version__
-from agent.config import AgentConfig, load_config, load_identity_key
+from agent.config import AgentConfig, load_config, load_identity
 from agent.errors import AgentError, ConfigError
 from agent.httpsig import key_id, sign_request
 from agent.instance import AgentRunning, probe_lock
@@ -155,12 +159,17 @@ def check_config(path: Path) -> tuple[Check, list[Check], AgentConfig | None]:
             warnings,
             config,
         )
-    kid = key_id(load_identity_key(config.identity_key).public_key())
+    identity = f"identity key id {_file_key_id(config)}" if config.identity_key else "identity key in [token]"
     summary = (
         f"{config.path}: serial {config.serial}, backend {config.backend_kind}, server {config.server_url}, "
-        f"identity key id {kid}"
+        f"{identity}"
     )
     return Check("config", OK, summary), warnings, config
+
+
+def _file_key_id(config: AgentConfig) -> str:
+    assert config.identity_key is not None
+    return key_id(load_identity(config).public_key())
 
 
 def _secret_files(config: AgentConfig) -> Iterator[tuple[str, Path]]:
@@ -168,11 +177,8 @@ def _secret_files(config: AgentConfig) -> Iterator[tuple[str, Path]]:
         state = Path(config.backend.split(":", 1)[1])
         yield "soft SE state", state
         yield "soft SE state secret", state.with_name(state.name + ".secret")
-    for name in ("pin_file", "user_pin_file"):  # a token backend's PIN file, where configured
-        for holder in (config, getattr(config, "pkcs11", None)):
-            value = getattr(holder, name, None) if holder is not None else None
-            if isinstance(value, Path):
-                yield "PIN file", value
+    if config.token is not None and config.token.pin_file is not None:
+        yield "token PIN file", config.token.pin_file
 
 
 def _handover_files(config: AgentConfig) -> Iterator[Path]:
@@ -346,7 +352,10 @@ def check_signature(
     *,
     clock: Callable[[], float] = time.time,
 ) -> Check:
-    key = load_identity_key(config.identity_key)
+    try:
+        key = load_identity(config)
+    except AgentError as e:
+        return Check("signature", FAIL, f"the identity key cannot sign: {e}", "see the token check above")
     url = httpx.URL(config.server_url + EXCHANGE_PATH)
     path = url.raw_path.decode("ascii").split("?", 1)[0]
     body = probe_body()
@@ -383,12 +392,42 @@ def check_signature(
     )
 
 
-# -- the secure element ------------------------------------------------------------------------
+# -- the token and the secure element -----------------------------------------------------------
+
+
+def check_token(config: AgentConfig) -> Check:
+    """``[token]``: it opens with its PIN (or TEE identity), offers every mechanism the agent needs
+    (the start-up probe of ``run``) and holds the identity and receive keys ``init`` made."""
+    assert config.token is not None
+    from agent.pkcs11.profile import REQUIRED_MECHANISMS
+    from agent.pkcs11.runtime import open_settings
+
+    label = config.token.label
+    try:
+        token = open_settings(config.token)  # probes the mechanisms
+        kid = key_id(token.identity_public_key())
+        token.receive_public_point()
+    except AgentError as e:
+        return Check(
+            "token",
+            FAIL,
+            f"{e} (module {config.token.module})",
+            "check [token] module, label and PIN (or login), and that the agent's user may use the TEE "
+            "(/dev/tee0, tee-supplicant running); docs/agent-install.md",
+        )
+    return Check(
+        "token",
+        OK,
+        f"token {label!r}: the {len(REQUIRED_MECHANISMS)} mechanisms the agent needs are offered; "
+        f"identity key id {kid}; receive key present",
+    )
 
 
 def check_backend(config: AgentConfig) -> Check:
-    from agent.backends import open_backend
+    from agent.backends import open_configured_backend
 
+    if config.backend_kind not in ("soft", "pcsc"):  # a token takes many sessions at once
+        return _probe_backend(config, open_configured_backend)
     try:
         lock = probe_lock(config.journal)
     except AgentRunning as e:
@@ -406,26 +445,25 @@ def check_backend(config: AgentConfig) -> Check:
             "run the doctor as the agent's user",
         )
     try:
-        try:
-            backend = open_backend(config.backend)
-        except AgentError as e:
-            return Check("backend", FAIL, f"{config.backend_kind}: {e}", _backend_fix(config))
-        try:
-            ids = backend.identifiers()
-            health = getattr(backend, "health", None)
-            extra = ""
-            if callable(health):
-                report = health()
-                extra = f"; {report}" if report else ""
-        except AgentError as e:
-            return Check("backend", FAIL, f"{config.backend_kind}: {e}", _backend_fix(config))
-        finally:
-            backend.close()
+        return _probe_backend(config, open_configured_backend)
     finally:
         if lock is not None:
             lock.close()
-    serial = ids.get("se_serial", "?")
-    return Check("backend", OK, f"{config.backend_kind}: secure element {serial} answers{extra}")
+
+
+def _probe_backend(config: AgentConfig, opener: Callable[[AgentConfig], Any]) -> Check:
+    try:
+        backend = opener(config)
+    except AgentError as e:
+        return Check("backend", FAIL, f"{config.backend_kind}: {e}", _backend_fix(config))
+    try:
+        ids = backend.identifiers()
+    except AgentError as e:
+        return Check("backend", FAIL, f"{config.backend_kind}: {e}", _backend_fix(config))
+    finally:
+        backend.close()
+    what = "key store" if config.backend_kind == "pkcs11" else "secure element"
+    return Check("backend", OK, f"{config.backend_kind}: {what} {ids.get('se_serial', '?')} answers")
 
 
 def _backend_fix(config: AgentConfig) -> str:
@@ -436,7 +474,8 @@ def _backend_fix(config: AgentConfig) -> str:
             "agent's user may use pcscd (polkit rule; docs/agent-install.md)"
         )
     if kind == "soft":
-        return "check the state file named by backend exists and belongs to the agent's user"
+        hint = "; its state key lives in the [token]: see the token check" if config.token else ""
+        return f"check the state file named by backend exists and belongs to the agent's user{hint}"
     return "check the token's module path, label and PIN file (docs/agent-install.md)"
 
 
@@ -449,6 +488,18 @@ def diagnose(config_path: Path, *, max_skew: float = DEFAULT_MAX_SKEW) -> list[C
     checks = [first, *warnings]
     if config is None or first.status == FAIL:
         return checks
+    try:
+        return _diagnose(config, checks, max_skew)
+    finally:
+        if config.token is not None:
+            from agent.pkcs11.runtime import close_tokens
+
+            close_tokens()
+
+
+def _diagnose(config: AgentConfig, checks: list[Check], max_skew: float) -> list[Check]:
+    if config.token is not None:
+        checks.append(check_token(config))
     probe = _Probe()
     with _client(config) as client:
         reach = check_reachability(config, client, probe)

@@ -24,11 +24,13 @@ def agent_env() -> dict[str, str]:
     return env
 
 
-def run_agent(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_agent(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
         cwd=ROOT,
-        env=agent_env(),
+        env={**agent_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -46,10 +48,12 @@ class Provisioned:
         return self.config.with_name("agent.se")  # init's default: soft:NAME.se beside the config
 
 
-def provision(directory: Path, server: str, serial: str = "GW-DOCTOR-1") -> Provisioned:
+def provision(
+    directory: Path, server: str, serial: str = "GW-DOCTOR-1", *extra: str, env: dict[str, str] | None = None
+) -> Provisioned:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "agent.toml"
-    out = run_agent("init", "--config", str(config), "--server", server, "--serial", serial)
+    out = run_agent("init", "--config", str(config), "--server", server, "--serial", serial, *extra, env=env)
     assert out.returncode == 0, out.stderr
     init = json.loads(out.stdout)
     Path(init["isd_keys_file"]).unlink()  # the SE issuer imported it (the doctor warns otherwise)

@@ -29,8 +29,10 @@ def _statuses(stdout: str) -> dict[str, list[str]]:
     return out
 
 
-def _doctor(config: Path, *extra: str) -> tuple[int, str, dict[str, list[str]]]:
-    out = run_agent("doctor", "--config", str(config), *extra)
+def _doctor(
+    config: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[int, str, dict[str, list[str]]]:
+    out = run_agent("doctor", "--config", str(config), *extra, env=env)
     assert not out.stderr.strip() or "Traceback" not in out.stderr, out.stderr
     return out.returncode, out.stdout, _statuses(out.stdout)
 
@@ -226,3 +228,43 @@ def test_backend_failure_and_a_running_agent(live_server: Any, manufacturer: Any
     code, stdout, statuses = _doctor(gw.config)
     assert code == EXIT_DOCTOR_FAILED and statuses["backend"] == ["FAIL"], stdout
     assert "does not exist" in stdout and "fix:" in stdout
+
+
+def test_a_token_gateway_passes_and_a_wrong_pin_fails_the_token_check(
+    live_server: Any, manufacturer: Any, tmp_path: Path
+) -> None:
+    from tests.conftest import service_unavailable
+    from tests.support.softhsm import SoftHsm, softhsm_library
+
+    library = softhsm_library()
+    if library is None:
+        service_unavailable("SoftHSMv2 (softhsm2-util and its module) is not installed")
+    hsm = SoftHsm.create(library, tmp_path / "hsm")
+    hsm.init_token("gw-doctor")
+    env = {"SOFTHSM2_CONF": str(hsm.conf)}
+    pin = tmp_path / "token.pin"
+    pin.write_text(hsm.pin + "\n")
+    pin.chmod(0o600)
+    gw = provision(
+        tmp_path / "gw", live_server.url, "GW-TOKEN-1",
+        "--token-module", library, "--token-label", "gw-doctor", "--token-pin-file", str(pin),
+        env=env,
+    )  # fmt: skip
+    enrol(manufacturer, gw)
+    code, stdout, statuses = _doctor(gw.config, env=env)
+    assert code == 0, stdout
+    assert statuses == {
+        "config": ["OK"],
+        "token": ["OK"],
+        "reachability": ["OK"],
+        "clock": ["OK"],
+        "signature": ["OK"],  # signed inside the token
+        "backend": ["OK"],
+    }, stdout
+    assert f"identity key id {gw.init['key_id']}" in stdout
+
+    pin.write_text("00000000\n")
+    code, stdout, statuses = _doctor(gw.config, env=env)
+    assert code == EXIT_DOCTOR_FAILED, stdout
+    assert statuses["token"] == ["FAIL"] and statuses["signature"] == ["FAIL"], stdout
+    assert "PIN" in stdout or "pin" in stdout
