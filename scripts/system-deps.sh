@@ -2,13 +2,13 @@
 # Install (as root) or check (otherwise) the Debian packages Tessera needs.
 #   scripts/system-deps.sh build   — what pip needs to build the pinned wheels (pyscard: swig, libpcsclite)
 #   scripts/system-deps.sh test    — plus the real components the test suite drives: pcscd + vpcd,
-#                                    opensc, SoftHSMv2, Chromium
+#                                    opensc, SoftHSMv2, Chromium, systemd (systemd-analyze checks the agent's unit)
 # Exit status: 0 when everything is there (or was installed), 1 when something is missing and we
 # could not install it (not root) — with the apt-get command to run printed.
 set -euo pipefail
 level=${1:-build}
 build_pkgs=(gcc python3-dev python3-venv swig libpcsclite-dev pkg-config)
-test_pkgs=(pcscd vsmartcard-vpcd pcsc-tools opensc softhsm2 chromium)
+test_pkgs=(pcscd vsmartcard-vpcd pcsc-tools opensc softhsm2 chromium systemd)
 pkgs=("${build_pkgs[@]}")
 [ "$level" = test ] && pkgs+=("${test_pkgs[@]}")
 
