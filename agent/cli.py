@@ -208,7 +208,7 @@ def _init(args: argparse.Namespace) -> int:
         backend = open_backend(spec, token=token)
         try:
             se = backend.identifiers()
-            se = {"serial": se["se_serial"], "cplc": se["cplc"]}
+            se = {"serial": se["se_serial"], **({"cplc": se["cplc"]} if "cplc" in se else {})}
         finally:
             backend.close()
     tmp_config = config_path.with_name(config_path.name + ".new")
