@@ -114,6 +114,10 @@ def _job_for_step(switch: Switch, step: str) -> tuple[Actor, str, dict[str, Any]
             {"sd": sd, "instance_aid": app["instance_aid"], "data": app["data"]},
         )
     if step == "verify":
+        if switch.keys_mode == KeysMode.CONFIDENTIAL:
+            # Tessera holds no key of an SD loaded confidentially: the card's registry is read in
+            # the issuer's ISD session (GET STATUS lists every SD and application).
+            return _issuer_side(switch), JobKind.READ_STATUS, {}
         return _new_provider_side(switch), JobKind.READ_STATUS, {"sd": sd}
     if step.startswith("delete_old:"):
         aid = switch.old_sd_aids[int(step.partition(":")[2])]
