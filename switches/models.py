@@ -52,7 +52,9 @@ class Switch(models.Model):
     old_contract = models.ForeignKey(Contract, on_delete=models.CASCADE, related_name="switches_from")
     new_contract = models.ForeignKey(Contract, on_delete=models.CASCADE, related_name="switches_to")
     initiator = models.CharField(max_length=12, choices=Initiator.choices)
-    requested_by = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="switches_requested")
+    requested_by = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="switches_requested"
+    )
     campaign_id = models.UUIDField(null=True, blank=True, db_index=True)
     keys_mode = models.CharField(max_length=12, choices=KeysMode.choices)
     new_sd_aid = models.CharField(max_length=32)

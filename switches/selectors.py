@@ -31,7 +31,9 @@ def device_for_switch(*, actor: Actor, serial: Any) -> Device:
     if not isinstance(serial, str) or not 0 < len(serial) <= 64:
         from switches.errors import SwitchRequestInvalid
 
-        raise SwitchRequestInvalid("device must be the device's serial number.", fields={"device": ["invalid"]})
+        raise SwitchRequestInvalid(
+            "device must be the device's serial number.", fields={"device": ["invalid"]}
+        )
     device = visible_to(Device, actor, Action.DEVICES_VIEW).filter(serial=serial).first()
     if device is None:
         raise NotFoundError("No such device.", fields={"device": ["not found"]})

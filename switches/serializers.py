@@ -18,7 +18,9 @@ class SwitchIn(StrictSerializer):
     new_provider = serializers.CharField(max_length=64)
     service = serializers.CharField(max_length=120, required=False)
     new_sd_aid = serializers.CharField(max_length=32, required=False)
-    keys_mode = serializers.ChoiceField(choices=KeysMode.values, required=False, default=KeysMode.CONFIDENTIAL)
+    keys_mode = serializers.ChoiceField(
+        choices=KeysMode.values, required=False, default=KeysMode.CONFIDENTIAL
+    )
     app = serializers.DictField(required=False)
 
 

@@ -132,7 +132,11 @@ def _job_for_step(switch: Switch, step: str) -> tuple[Actor, str, dict[str, Any]
 
 def audience(switch: Switch) -> set[Any]:
     """Who follows the switch as it runs: never the old provider (it learns the outcome only)."""
-    return {o for o in (switch.subscriber_id, switch.issuer_id, switch.new_provider_id, switch.requested_by_id) if o}
+    return {
+        o
+        for o in (switch.subscriber_id, switch.issuer_id, switch.new_provider_id, switch.requested_by_id)
+        if o
+    }
 
 
 def _event(switch: Switch, event: str, **extra: Any) -> dict[str, Any]:
@@ -192,7 +196,9 @@ def _clean_app(app: Any) -> dict[str, Any]:
         if value is None and key != "instance_aid":
             continue
         if not isinstance(value, str) or not AID_RE.match(value.upper()):
-            raise SwitchRequestInvalid(f"app.{key} must be an AID of 5–16 bytes in hex.", fields={"app": [key]})
+            raise SwitchRequestInvalid(
+                f"app.{key} must be an AID of 5–16 bytes in hex.", fields={"app": [key]}
+            )
         clean[key] = value.upper()
     if app.get("data") is not None:
         try:
@@ -240,13 +246,16 @@ def switch_request(
             f"keys_mode must be one of {', '.join(KeysMode.values)}.", fields={"keys_mode": ["invalid"]}
         )
     provider = _provider(new_provider)
-    contracts = Contract.objects.filter(device=device, status=ContractStatus.ACTIVE).select_related("provider")
+    contracts = Contract.objects.filter(device=device, status=ContractStatus.ACTIVE).select_related(
+        "provider"
+    )
     if service is not None:
         contracts = contracts.filter(service=service)
     old = contracts.order_by("-starts_at").first()
     if old is None:
         raise SwitchRequestInvalid(
-            "There is no contract in force for this service on this device.", fields={"service": ["no_contract"]}
+            "There is no contract in force for this service on this device.",
+            fields={"service": ["no_contract"]},
         )
     if initiator == Initiator.SUBSCRIBER and not old.switch_allowed:
         raise SwitchNotAllowed(
@@ -254,13 +263,16 @@ def switch_request(
         )
     if old.provider_id == provider.pk:
         raise SwitchRequestInvalid(
-            f"{provider.name} already provides {old.service} on this device.", fields={"new_provider": ["same"]}
+            f"{provider.name} already provides {old.service} on this device.",
+            fields={"new_provider": ["same"]},
         )
     from jobs.services import AID_RE
 
     aid = new_sd_aid if new_sd_aid is not None else _default_sd_aid(provider, old)
     if not isinstance(aid, str) or not AID_RE.match(aid.upper()):
-        raise SwitchRequestInvalid("new_sd_aid must be an AID of 5–16 bytes in hex.", fields={"new_sd_aid": ["invalid"]})
+        raise SwitchRequestInvalid(
+            "new_sd_aid must be an AID of 5–16 bytes in hex.", fields={"new_sd_aid": ["invalid"]}
+        )
     aid = aid.upper()
     if SecurityDomain.objects.filter(secure_element=se, aid=aid).exists():
         raise SwitchRequestInvalid(
@@ -331,7 +343,8 @@ def switch_request(
             _start_step(switch, "create_sd")
     except IntegrityError:
         raise SwitchConflict(
-            "A provider switch is already running for this device; wait for it to finish.", code="switch_running"
+            "A provider switch is already running for this device; wait for it to finish.",
+            code="switch_running",
         ) from None
     return switch
 
@@ -377,9 +390,12 @@ def _start_step(switch: Switch, step: str, *, attempt: int = 1) -> None:
             _log(switch, step, None, "skipped", "already gone")
             _start_step(switch, _next_forward(switch, step))
             return
-    if step == COMPENSATE and not SecurityDomain.objects.filter(
-        secure_element__device=switch.device, aid=switch.new_sd_aid
-    ).exists():
+    if (
+        step == COMPENSATE
+        and not SecurityDomain.objects.filter(
+            secure_element__device=switch.device, aid=switch.new_sd_aid
+        ).exists()
+    ):
         _log(switch, step, None, "skipped", "nothing of the new provider on the card")
         _start_step(switch, DONE)
         return
@@ -524,9 +540,11 @@ def _after_job(switch: Switch, job: Job) -> None:
 def switch_keys_loaded(switch: Switch, job: Job) -> None:
     """The new provider's own confidential key load (its tooling's job on the new SD) ended."""
     with transaction.atomic():
-        locked = Switch.objects.select_for_update().select_related(
-            "device", "new_provider", "issuer", "new_contract"
-        ).get(pk=switch.pk)
+        locked = (
+            Switch.objects.select_for_update()
+            .select_related("device", "new_provider", "issuer", "new_contract")
+            .get(pk=switch.pk)
+        )
         if locked.state != SwitchState.AWAITING_KEYS:
             return
         locked.state = SwitchState.RUNNING
@@ -647,13 +665,18 @@ def switch_sweep(now: Any = None) -> dict[str, int]:
             counts["advanced"] += 1
     for switch in Switch.objects.filter(state=SwitchState.AWAITING_KEYS, keys_deadline__lt=now):
         with transaction.atomic():
-            locked = Switch.objects.select_for_update().select_related(
-                "device", "new_provider", "issuer", "new_contract"
-            ).get(pk=switch.pk)
+            locked = (
+                Switch.objects.select_for_update()
+                .select_related("device", "new_provider", "issuer", "new_contract")
+                .get(pk=switch.pk)
+            )
             if locked.state != SwitchState.AWAITING_KEYS:
                 continue
             _step_failed(
-                locked, "load_keys: the new provider sent no key-loading package in time", "keys_timeout", job=None
+                locked,
+                "load_keys: the new provider sent no key-loading package in time",
+                "keys_timeout",
+                job=None,
             )
             counts["keys_timeout"] += 1
     return counts

@@ -119,7 +119,9 @@ def test_a_device_asleep_for_days_resumes_where_it_stopped(sworld, monkeypatch):
     assert (job.state, switch.state, switch.step) == ("queued", "running", "load_keys")
     switch = _drive(s, switch)
     assert switch.state == "completed", switch.log
-    assert Job.objects.filter(device=s.w.device, kind="create_security_domain", target_aid=NEW_SD).count() == 1
+    assert (
+        Job.objects.filter(device=s.w.device, kind="create_security_domain", target_aid=NEW_SD).count() == 1
+    )
 
 
 def test_an_agent_that_takes_a_step_and_goes_silent_leaves_the_old_provider_serving(sworld):
@@ -144,5 +146,7 @@ def test_a_second_switch_while_one_runs_is_refused_with_a_clear_message(sworld):
     s = sworld
     _request(s)
     with pytest.raises(SwitchConflict, match="already running"):
-        switch_request(actor=s.subscriber_actor, device=s.w.device, new_provider="stranger", keys_mode="portal")
+        switch_request(
+            actor=s.subscriber_actor, device=s.w.device, new_provider="stranger", keys_mode="portal"
+        )
     assert Switch.objects.count() == 1

@@ -9,8 +9,8 @@ import pytest
 from devices.models import SecurityDomain
 from switches.models import Switch
 from switches.services import switch_request
-from tests.switches.conftest import APP, NEW_SD, OLD_SD
 from tenants.models import Consent, Contract
+from tests.switches.conftest import APP, NEW_SD, OLD_SD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +27,9 @@ def _request(s: Any, **kw: Any) -> Switch:
 
 def test_a_subscriber_switches_provider_make_before_break_and_the_card_agrees(sworld):
     s = sworld
-    switch = _request(s, new_sd_aid=NEW_SD, app={"instance_aid": APP, "data": [{"dgi": "0101", "value": "CAFE"}]})
+    switch = _request(
+        s, new_sd_aid=NEW_SD, app={"instance_aid": APP, "data": [{"dgi": "0101", "value": "CAFE"}]}
+    )
     s.run()
     switch.refresh_from_db()
     assert switch.state == "completed", (switch.error_code, switch.error_message, switch.log)
