@@ -61,6 +61,8 @@ class AuditTag(models.TextChoices):
     SWITCH_REQUEST = "switch:request", "Provider switch requested"
     SWITCH_STEP = "switch:step", "Provider switch step started"
     SWITCH_STATE = "switch:state", "Provider switch changed state"
+    CAMPAIGN_CREATE = "campaign:create", "Switch campaign created"
+    CAMPAIGN_STATE = "campaign:state", "Switch campaign changed state"
 
 
 class AuditEvent(models.Model):

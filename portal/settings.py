@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "jobs",
     "notifications",
     "switches",
+    "campaigns",
 ]
 
 MIDDLEWARE = [
@@ -234,6 +235,10 @@ TESSERA_JOB_STEP_SECONDS = env_int("TESSERA_JOB_STEP_SECONDS", 600, minimum=1)
 TESSERA_SWITCH_STEP_NO_SHOW_SECONDS = env_int("TESSERA_SWITCH_STEP_NO_SHOW_SECONDS", 14 * 24 * 3600, minimum=1)
 TESSERA_SWITCH_KEYS_SECONDS = env_int("TESSERA_SWITCH_KEYS_SECONDS", 7 * 24 * 3600, minimum=1)
 TESSERA_SWITCH_SWEEP_AFTER_SECONDS = env_int("TESSERA_SWITCH_SWEEP_AFTER_SECONDS", 30, minimum=0)
+# Switch campaigns (campaigns/): live progress events at most this often; running campaigns are
+# ticked by beat this often (besides every switch end and every jobs sweep).
+TESSERA_CAMPAIGN_PROGRESS_SECONDS = env_int("TESSERA_CAMPAIGN_PROGRESS_SECONDS", 3, minimum=0)
+TESSERA_CAMPAIGN_TICK_SECONDS = env_int("TESSERA_CAMPAIGN_TICK_SECONDS", 5, minimum=1)
 TESSERA_JOB_INPUT_SECONDS = env_int("TESSERA_JOB_INPUT_SECONDS", 300, minimum=1)  # load_keys_scp11: wait for round 2
 TESSERA_JOB_OVERALL_SECONDS = env_int("TESSERA_JOB_OVERALL_SECONDS", 7 * 24 * 3600, minimum=1)
 TESSERA_JOB_RETRY_BASE_SECONDS = env_int("TESSERA_JOB_RETRY_BASE_SECONDS", 5, minimum=0)
@@ -245,6 +250,7 @@ TESSERA_WEBHOOK_TIMEOUT_SECONDS = env_int("TESSERA_WEBHOOK_TIMEOUT_SECONDS", 5, 
 CELERY_BEAT_SCHEDULE = {
     "jobs-sweep": {"task": "jobs.tasks.sweep", "schedule": env_int("TESSERA_SWEEP_SECONDS", 15, minimum=1)},
     "notifications-retry": {"task": "notifications.retry_due", "schedule": 30},
+    "campaigns-tick": {"task": "campaigns.tick_all", "schedule": TESSERA_CAMPAIGN_TICK_SECONDS},
 }
 
 # Tests that need PostgreSQL/Redis/pcscd fail instead of skipping when this is set (CI sets it).

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from campaigns import api as campaigns_api
 from devices import api as devices_api
 from jobs import api as jobs_api
 from keys import api_ca as ca_api
@@ -153,4 +154,11 @@ urlpatterns = [
     ),
     path(ORG + "switches/", switches_api.SwitchListView.as_view(), name="switch-list"),
     path(ORG + "switches/<uuid:pk>/", switches_api.SwitchDetailView.as_view(), name="switch-detail"),
+    path(ORG + "campaigns/", campaigns_api.CampaignListView.as_view(), name="campaign-list"),
+    path(ORG + "campaigns/<uuid:pk>/", campaigns_api.CampaignDetailView.as_view(), name="campaign-detail"),
+    path(ORG + "campaigns/<uuid:pk>/start/", campaigns_api.CampaignStartView.as_view(), name="campaign-start"),
+    path(ORG + "campaigns/<uuid:pk>/pause/", campaigns_api.CampaignPauseView.as_view(), name="campaign-pause"),
+    path(ORG + "campaigns/<uuid:pk>/resume/", campaigns_api.CampaignResumeView.as_view(), name="campaign-resume"),
+    path(ORG + "campaigns/<uuid:pk>/cancel/", campaigns_api.CampaignCancelView.as_view(), name="campaign-cancel"),
+    path(ORG + "campaigns/<uuid:pk>/targets/", campaigns_api.CampaignTargetsView.as_view(), name="campaign-targets"),
 ]

@@ -1,0 +1,1 @@
+"""Campaigns: switching the provider of many devices at once (issue 6 item 2)."""
