@@ -2,11 +2,11 @@
 
 The saga (DESIGN §7, issue 6 item 2) is make-before-break:
 
-    create_sd → load_keys → [install_app → personalize_app] → verify → delete_old… → finish
+    create_sd → [install_app → personalize_app] → load_keys → verify → delete_old… → finish
 
-``create_sd`` and ``delete_old`` run in the SE issuer's ISD session (as ``jobs.services`` requires
-for creating and deleting security domains); ``load_keys``, the application steps and ``verify``
-run as the new provider. ``load_keys`` is either the new provider's own confidential load (the
+``create_sd``, ``verify`` (GET STATUS) and ``delete_old`` run in the SE issuer's ISD session (as
+``jobs.services`` requires for creating and deleting security domains); ``load_keys`` and the
+application steps run as the new provider, the application steps with the SD's first keys. ``load_keys`` is either the new provider's own confidential load (the
 saga waits in ``awaiting_keys`` for the provider's tooling to submit its CA-certified package; the
 keys never reach Tessera) or, in ``portal`` mode, a key rotation into the new provider's vault.
 
@@ -70,12 +70,14 @@ DONE = "done"
 
 
 def forward_steps(switch: Switch) -> list[str]:
-    steps = ["create_sd", "load_keys"]
+    steps = ["create_sd"]
     if switch.app.get("instance_aid"):
         steps.append("install_app")
         if switch.app.get("data"):
             steps.append("personalize_app")
-    steps.append("verify")
+    # The keys come after the application: once a confidential load has replaced the SD's first
+    # key set, nobody but the new provider can open a session to its SD — Tessera included.
+    steps += ["load_keys", "verify"]
     steps += [f"delete_old:{i}" for i in range(len(switch.old_sd_aids))]
     steps.append(FINISH)
     return steps
@@ -114,11 +116,9 @@ def _job_for_step(switch: Switch, step: str) -> tuple[Actor, str, dict[str, Any]
             {"sd": sd, "instance_aid": app["instance_aid"], "data": app["data"]},
         )
     if step == "verify":
-        if switch.keys_mode == KeysMode.CONFIDENTIAL:
-            # Tessera holds no key of an SD loaded confidentially: the card's registry is read in
-            # the issuer's ISD session (GET STATUS lists every SD and application).
-            return _issuer_side(switch), JobKind.READ_STATUS, {}
-        return _new_provider_side(switch), JobKind.READ_STATUS, {"sd": sd}
+        # The card's registry, read in the issuer's ISD session (GET STATUS lists every SD and
+        # application; after a confidential load Tessera holds no key of the new SD).
+        return _issuer_side(switch), JobKind.READ_STATUS, {}
     if step.startswith("delete_old:"):
         aid = switch.old_sd_aids[int(step.partition(":")[2])]
         return _issuer_side(switch), JobKind.DELETE_SECURITY_DOMAIN, {"aid": aid}
@@ -482,8 +482,14 @@ def _verified(switch: Switch) -> str:
     sd = SecurityDomain.objects.filter(secure_element__device=switch.device, aid=switch.new_sd_aid).first()
     if sd is None or sd.owner_id != switch.new_provider_id:
         return "the new security domain is not on the card"
-    if not KeySet.objects.filter(security_domain=sd, status="active").exists():
+    active = KeySet.objects.filter(security_domain=sd, status="active")
+    if not active.exists():
         return "the new security domain has no active key set"
+    if switch.keys_mode == KeysMode.CONFIDENTIAL and active.filter(custody="portal").exists():
+        return (
+            "Tessera still holds a usable key set of the new security domain: the provider's package "
+            "must replace its first key set (its KVN)"
+        )
     if switch.app.get("instance_aid"):
         app = Application.objects.filter(
             secure_element=sd.secure_element, aid=switch.app["instance_aid"], security_domain=sd

@@ -23,7 +23,7 @@ from tests.switches.conftest import APP, NEW_SD, OLD_SD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-STEPS = ["create_sd", "load_keys", "install_app", "personalize_app", "verify", "delete_old:0"]
+STEPS = ["create_sd", "install_app", "personalize_app", "load_keys", "verify", "delete_old:0"]
 
 
 def _card_aids(s: Any) -> set[str]:
@@ -112,11 +112,11 @@ def test_a_device_asleep_for_days_resumes_where_it_stopped(sworld, monkeypatch):
     sweep(now=timezone.now() + timedelta(minutes=1))
     switch.refresh_from_db()
     job = Job.objects.get(pk=switch.current_job_id)
-    assert (switch.step, job.kind, job.state) == ("load_keys", "rotate_keys", "queued")
+    assert (switch.step, job.kind, job.state) == ("install_app", "install_application", "queued")
     sweep(now=timezone.now() + timedelta(days=5))  # five days later nothing has given up
     job.refresh_from_db()
     switch.refresh_from_db()
-    assert (job.state, switch.state, switch.step) == ("queued", "running", "load_keys")
+    assert (job.state, switch.state, switch.step) == ("queued", "running", "install_app")
     switch = _drive(s, switch)
     assert switch.state == "completed", switch.log
     assert (

@@ -35,9 +35,9 @@ def test_a_subscriber_switches_provider_make_before_break_and_the_card_agrees(sw
     assert switch.state == "completed", (switch.error_code, switch.error_message, switch.log)
     assert [e["step"] for e in switch.log] == [
         "create_sd",
-        "load_keys",
         "install_app",
         "personalize_app",
+        "load_keys",
         "verify",
         "delete_old:0",
         "finish",
