@@ -11,6 +11,7 @@ from jobs import views as job_views
 from keys import pages_ca
 from notifications import views as webhook_views
 from portal import views
+from switches import views as switch_views
 from tenants import views as tenant_views
 
 ORG = "o/<slug:org>/"
@@ -61,6 +62,16 @@ urlpatterns = [
         tenant_views.ConsentReceiptView.as_view(),
         name="org-consent-receipt",
     ),
+    path(ORG + "contracts/", switch_views.ContractsView.as_view(), name="org-contracts"),
+    path(ORG + "contracts/<uuid:pk>/", switch_views.ContractView.as_view(), name="org-contract"),
+    path(
+        ORG + "contracts/<uuid:pk>/switch/",
+        switch_views.ContractSwitchView.as_view(),
+        name="org-contract-switch",
+    ),
+    path(ORG + "switches/", switch_views.SwitchesView.as_view(), name="org-switches"),
+    path(ORG + "switches/new/", switch_views.SwitchNewView.as_view(), name="org-switch-new"),
+    path(ORG + "switches/<uuid:pk>/", switch_views.SwitchView.as_view(), name="org-switch"),
     path(ORG + "mandates/", tenant_views.MandatesView.as_view(), name="org-mandates"),
     path(
         ORG + "mandates/<uuid:pk>/revoke/",

@@ -116,6 +116,15 @@ def contract_terms(contract: Contract, viewer: Organisation) -> list[tuple[str, 
 # --- a switch as each party sees it -----------------------------------------------------------
 
 _DONE = ("succeeded", "skipped")
+_STEP_KIND = {
+    "create_sd": "setup",
+    "load_keys": "keys",
+    "install_app": "app",
+    "personalize_app": "app",
+    "verify": "check",
+    "delete_old": "remove",
+    "finish": "done",
+}
 
 
 def switch_view(switch: Switch, viewer: Actor) -> dict[str, Any]:
@@ -189,38 +198,43 @@ def switch_view(switch: Switch, viewer: Actor) -> dict[str, Any]:
 def checklist(switch: Switch, view: str) -> list[dict[str, str]]:
     """The saga as plain steps, each ``done``, ``current``, ``failed`` or ``todo``."""
     new = switch.new_provider.name
-    steps = forward_steps(switch)
-    groups: list[tuple[str, list[str]]] = [
-        (f"Setting up {new}", ["create_sd"]),
-        ("Loading its keys", ["load_keys"]),
-    ]
-    app = [s for s in steps if s in ("install_app", "personalize_app")]
-    if app:
-        groups.append(("Installing its application", app))
-    groups.append(("Checking", ["verify"]))
-    if view == "full":
-        groups.append(
-            (f"Removing {switch.old_provider.name}", [s for s in steps if s.startswith("delete_old")])
-        )
-    groups.append(("Done", ["finish"]))
+    labels = {
+        "setup": f"Setting up {new}",
+        "keys": "Loading its keys",
+        "app": "Installing its application",
+        "check": "Checking",
+        "remove": f"Removing {switch.old_provider.name}",
+        "done": "Done",
+    }
+    # The saga's own order (services.forward_steps), consecutive steps of one kind as one line.
+    groups: list[tuple[str, list[str]]] = []
+    for step in forward_steps(switch):
+        kind = _STEP_KIND.get(step.partition(":")[0], "check")
+        if kind == "done" and view == "full" and not any(k == "remove" for k, _ in groups):
+            groups.append(("remove", []))  # nothing of the old provider on the card: still say it
+        if kind == "remove" and view != "full":
+            continue  # the new provider never hears of the old one
+        if groups and groups[-1][0] == kind:
+            groups[-1][1].append(step)
+        else:
+            groups.append((kind, [step]))
+    groups = [(labels[k], members) for k, members in groups]
 
     done = {e["step"] for e in switch.log if e.get("outcome") in _DONE}
     failed = {e["step"] for e in switch.log if e.get("outcome") == "failed"}
     undoing = switch.state in (SwitchState.COMPENSATING, SwitchState.ROLLED_BACK, SwitchState.FAILED)
     out = []
-    reached = True  # every earlier group is done
     for label, members in groups:
         if switch.state == SwitchState.COMPLETED or (members and all(m in done for m in members)):
             state = "done"
-        elif not members:  # nothing of the old provider to remove
-            state = "done" if reached and "finish" in done else "todo"
+        elif not members:  # nothing of the old provider to remove: done with the switch
+            state = "todo"
         elif undoing and any(m in failed for m in members) and not all(m in done for m in members):
             state = "failed"
         elif switch.state in ACTIVE_SWITCH_STATES and not undoing and switch.step in members:
             state = "current"
         else:
             state = "todo"
-        reached = reached and state == "done"
         if state == "current" and switch.state == SwitchState.AWAITING_KEYS:
             label = f"Loading its keys: waiting for {new}"
         out.append({"label": label, "state": state})

@@ -79,6 +79,7 @@ def owner_objects(world: Any) -> OwnerObjects:
 
     casd = casd_certificate_for(world.se)
     webhook = _owner_webhook(world)
+    switch = _owner_switch(world, contract)
     by_collection = {
         "members": auditor_membership.pk,
         "invitations": invitation.pk,
@@ -92,6 +93,7 @@ def owner_objects(world: Any) -> OwnerObjects:
         "jobs": job.pk,
         "certificates": casd.pk,
         "webhooks": webhook.pk,
+        "switches": switch.pk,
     }
     by_param = {
         "device": world.device.pk,
@@ -117,6 +119,28 @@ def _owner_webhook(world: Any) -> Any:
         event_types=["job.*"],
     )
     return webhook
+
+
+def _owner_switch(world: Any, contract: Any) -> Any:
+    """A finished (rolled back) provider switch on the world's device, seen by the owner as the SE
+    issuer, written directly — the access tests need a row, not a run."""
+    from switches.models import Initiator, Switch
+
+    return Switch.objects.create(
+        device=world.device,
+        subscriber=world.subscriber,
+        issuer=world.owner,
+        old_provider=world.provider,
+        new_provider=world.owner,
+        old_contract=world.contract,
+        new_contract=contract,
+        initiator=Initiator.SUBSCRIBER,
+        requested_by=world.subscriber,
+        keys_mode="portal",
+        new_sd_aid="A0000001515350AA01",
+        state="rolled_back",
+        step="done",
+    )
 
 
 def _owner_job(world: Any) -> Any:
