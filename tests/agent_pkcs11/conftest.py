@@ -1,12 +1,13 @@
 """A private SoftHSMv2 for the token-layer tests: its own softhsm2.conf and token directory.
 
 The library reads ``SOFTHSM2_CONF`` when it is initialised, once per process; this fixture
-re-initialises it after creating its tokens and finalises it at the end, so other test packages
+re-initialises it after creating its tokens and hands it back after this package (package scope), so other packages
 using their own SoftHSM (tests/keys) start from a clean library.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ class Hsm:
         return self.hsm.library
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def softhsm_agent(tmp_path_factory: Any) -> Iterator[Hsm]:
     library = softhsm_library()
     if library is None:
@@ -52,4 +53,9 @@ def softhsm_agent(tmp_path_factory: Any) -> Iterator[Hsm]:
         finally:
             token.close()
             close_tokens()
-            finalize_libraries()
+    # Hand the library back: to the SoftHSM another package configured before us (its sessions are
+    # lost and re-opened by their owner), or uninitialised for the next one.
+    if os.environ.get("SOFTHSM2_CONF"):
+        _library(library).reinitialize()
+    else:
+        finalize_libraries()
