@@ -14,6 +14,7 @@ from django.test import Client
 from tests import factories as f
 from tests.jobs.conftest import jobworld  # noqa: F401  (the fixture)
 from tests.jobs.gateway import ISD_AID, Gateway
+from tests.support.fixtures import fast_password_hasher  # noqa: F401  (autouse)
 
 OLD_SD = "A0000001515350534F4C44"
 SERVICE = "Electricity supply"
@@ -153,3 +154,8 @@ def make_fleet(w: Any, n: int) -> Fleet:
 @pytest.fixture
 def fleet(jobworld: Any) -> Fleet:  # noqa: F811
     return make_fleet(jobworld, 6)
+
+
+@pytest.fixture
+def small_fleet(jobworld: Any) -> Fleet:  # noqa: F811
+    return make_fleet(jobworld, 2)
