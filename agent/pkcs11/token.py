@@ -190,6 +190,7 @@ class Token:
         self.label = str(token.label)
         self.profile = profile or p.OpteeProfile()
         self._lock = threading.RLock()
+        self._cached: dict[str, Any] = {}  # identity private key handle, device id (cleared on replace)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -341,6 +342,7 @@ class Token:
             if existing is not None:
                 if not replace:
                     raise TokenError(f"token {self.label!r} already holds an identity key (use --force)")
+                self._cached.clear()
                 for obj in existing:
                     self._destroy(obj)
             public, _ = self._generate_ec(IDENTITY_LABEL, sign=True)
@@ -359,10 +361,19 @@ class Token:
         return TokenSigner(self, self.identity_public_key())
 
     def sign_identity_digest(self, digest: bytes) -> bytes:
-        pair = self._ec_pair(IDENTITY_LABEL)
-        if pair is None:
-            raise TokenError(f"token {self.label!r} holds no identity key")
-        signature = self._sign(pair[1], self._pkcs11.Mechanism.ECDSA, digest)
+        with self._lock:
+            private = self._cached.get("identity")
+            try:
+                if private is None:
+                    raise TokenError("not looked up yet")
+                signature = self._sign(private, self._pkcs11.Mechanism.ECDSA, digest)
+            except TokenError:  # first use, or the key was replaced (init --force) behind our back
+                self._cached.clear()
+                pair = self._ec_pair(IDENTITY_LABEL)
+                if pair is None:
+                    raise TokenError(f"token {self.label!r} holds no identity key") from None
+                private = self._cached["identity"] = pair[1]
+                signature = self._sign(private, self._pkcs11.Mechanism.ECDSA, digest)
         if len(signature) != 64:
             raise TokenError(f"token {self.label!r}: ECDSA answered {len(signature)} bytes, not r‖s")
         return signature
@@ -376,6 +387,7 @@ class Token:
             if existing is not None:
                 if not replace:
                     return self._public_point(existing[0])
+                self._cached.clear()
                 for obj in existing:
                     self._destroy(obj)
             public, _ = self._generate_ec(RECEIVE_LABEL, sign=False)
@@ -389,7 +401,10 @@ class Token:
 
     def device_id(self) -> bytes:
         """8 bytes naming this token to Tessera (the ``se_serial``): SHA-256 of the receive point."""
-        return hashlib.sha256(self.receive_public_point()).digest()[:8]
+        with self._lock:
+            if "device_id" not in self._cached:
+                self._cached["device_id"] = hashlib.sha256(self.receive_public_point()).digest()[:8]
+            return bytes(self._cached["device_id"])
 
     def identifiers(self) -> dict[str, str]:
         return {"se_serial": self.device_id().hex().upper(), "token_label": self.label}
