@@ -10,8 +10,9 @@ application steps run as the new provider, the application steps with the SD's f
 saga waits in ``awaiting_keys`` for the provider's tooling to submit its CA-certified package; the
 keys never reach Tessera) or, in ``portal`` mode, a key rotation into the new provider's vault.
 
-Any step that fails before the old provider's SD is gone compensates: the new provider's SD (with
-its keys and application) is deleted, the new contract canceled, and the old provider keeps
+Any step that fails before the old provider's SD is gone compensates: the card's registry is read
+over the ISD (``inspect``: a step that failed half-way may have left an SD the database does not
+know), then the new provider's SD (with its keys and application) is deleted, the new contract canceled, and the old provider keeps
 serving (``rolled_back``). The old provider's contract ends only in ``finish``, in the same
 transaction that activates the new one, so the subscriber always has exactly one provider of
 record. Each job of the saga waits for a sleeping device (``TESSERA_SWITCH_STEP_NO_SHOW_SECONDS``):
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER_ROLES = {OrgRole.SERVICE_PROVIDER, OrgRole.APPLICATION_PROVIDER}
 MAX_STEP_ATTEMPTS = 3
+INSPECT = "inspect"
 COMPENSATE = "delete_new"
 FINISH = "finish"
 DONE = "done"
@@ -122,6 +124,8 @@ def _job_for_step(switch: Switch, step: str) -> tuple[Actor, str, dict[str, Any]
     if step.startswith("delete_old:"):
         aid = switch.old_sd_aids[int(step.partition(":")[2])]
         return _issuer_side(switch), JobKind.DELETE_SECURITY_DOMAIN, {"aid": aid}
+    if step == INSPECT:
+        return _issuer_side(switch), JobKind.READ_STATUS, {}
     if step == COMPENSATE:
         return _issuer_side(switch), JobKind.DELETE_SECURITY_DOMAIN, {"aid": sd}
     return None
@@ -471,7 +475,10 @@ def _step_failed(switch: Switch, reason: str, code: str, *, job: Job | None) -> 
     switch.save()
     _audit(switch, None, AuditTag.SWITCH_STATE, error=code, reason=reason[:200], compensating=True)
     publish(audience(switch), _event(switch, "compensating", error=code))
-    _start_step(switch, COMPENSATE)
+    # The card is the truth: a step that failed half-way (an SD installed, its keys refused) left
+    # something the database does not know. Read the registry over the ISD first (it records what it
+    # finds), then delete what of the new provider is there.
+    _start_step(switch, INSPECT)
 
 
 def _verified(switch: Switch) -> str:
@@ -537,6 +544,9 @@ def _after_job(switch: Switch, job: Job) -> None:
             _step_failed(switch, f"verify: {missing}", "verify_mismatch", job=job)
             return
     _log(switch, step, job, "succeeded")
+    if step == INSPECT:
+        _start_step(switch, COMPENSATE)
+        return
     if step == COMPENSATE:
         _start_step(switch, DONE)
         return

@@ -41,6 +41,7 @@ class SoftBackend:
         self._ids: dict[str, str] | None = None
         self._apdu_log = os.environ.get("TESSERA_APDU_LOG") or None
         self._crash_ins, self._crash_after = _crash_hook(os.environ.get("TESSERA_AGENT_CRASH_AFTER", ""))
+        self._refuse_ins = _refuse_hook(os.environ.get("TESSERA_AGENT_CARD_REFUSES", ""))
 
     @property
     def card(self) -> SoftCard:
@@ -52,6 +53,8 @@ class SoftBackend:
         apdu = bytes(apdu)
         if self._apdu_log:
             log_apdu(self._apdu_log, apdu)
+        if self._refuse_ins and len(apdu) > 1 and apdu[1] in self._refuse_ins:
+            return b"\x6a\x80"  # the test hook: a card that refuses this instruction
         rapdu = self.card.transmit(apdu)
         if self._crash_after and (self._crash_ins is None or (len(apdu) > 1 and apdu[1] == self._crash_ins)):
             self._crash_after -= 1
@@ -91,3 +94,12 @@ def _crash_hook(value: str) -> tuple[int | None, int]:
         return (int(ins, 16) if ins else None), int(count)
     except ValueError:
         raise ConfigError(f"TESSERA_AGENT_CRASH_AFTER={value!r} is not N or INS:N") from None
+
+
+def _refuse_hook(value: str) -> frozenset[int]:
+    """``TESSERA_AGENT_CARD_REFUSES=D8,E4``: the soft card answers 6A80 to these instructions
+    without acting (a test hook, like ``TESSERA_AGENT_CRASH_AFTER``)."""
+    try:
+        return frozenset(int(v, 16) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ConfigError(f"TESSERA_AGENT_CARD_REFUSES={value!r} is not a list of hex INS bytes") from None

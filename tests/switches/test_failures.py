@@ -136,7 +136,7 @@ def test_an_agent_that_takes_a_step_and_goes_silent_leaves_the_old_provider_serv
     s.w.gateway.pending.clear()  # whatever it was doing is lost with the power
     sweep(now=timezone.now() + timedelta(days=1))
     switch.refresh_from_db()
-    assert (switch.state, switch.step) == ("compensating", "delete_new")
+    assert (switch.state, switch.step) == ("compensating", "inspect")
     assert Contract.objects.get(pk=s.contract.pk).status == "active"
     switch = _drive(s, switch)
     _assert_old_provider_keeps_serving(s, switch)
