@@ -23,11 +23,12 @@ from portal.errors import DomainError
 from portal.views import OrgScopedView, is_htmx
 from switches import selectors
 from switches.access import view_of
+from switches.choices import eligible_providers, switchable_contracts
 from switches.forms import SwitchForm
 from switches.models import ACTIVE_SWITCH_STATES, Switch, SwitchState
-from switches.services import PROVIDER_ROLES, forward_steps
+from switches.services import forward_steps
 from tenants.access import Action, Actor, get_visible, visible_to
-from tenants.models import Contract, ContractStatus, Organisation, OrgStatus
+from tenants.models import Contract, ContractStatus, Organisation
 
 # --- reads for the pages ----------------------------------------------------------------------
 
@@ -36,32 +37,6 @@ def _contracts(actor: Actor) -> Any:
     return visible_to(Contract, actor, Action.CONTRACTS_VIEW).select_related(
         "provider", "subscriber", "device", "connectivity_payer"
     )
-
-
-def eligible_providers(*, exclude: Any = None) -> list[Organisation]:
-    """Active service or application providers, by name (``exclude``: the current one)."""
-    orgs = Organisation.objects.filter(status=OrgStatus.ACTIVE).order_by("name")
-    if exclude is not None:
-        orgs = orgs.exclude(pk=exclude)
-    return [o for o in orgs if set(o.roles) & PROVIDER_ROLES]
-
-
-def switchable_contracts(actor: Actor) -> list[Contract]:
-    """Contracts in force the actor may start a switch for: its own switchable ones as the
-    subscriber, and (the SE issuer, not on anyone's behalf) those on devices whose SE it issued."""
-    subject = actor.subject
-    own = list(
-        _contracts(actor).filter(subscriber=subject, status=ContractStatus.ACTIVE, switch_allowed=True)
-    )
-    issued: list[Contract] = []
-    if actor.on_behalf_of is None and actor.can(Action.JOBS_REQUEST):
-        issued = list(
-            Contract.objects.filter(status=ContractStatus.ACTIVE, device__secure_elements__issuer=subject)
-            .exclude(subscriber=subject)
-            .select_related("provider", "subscriber", "device")
-            .distinct()
-        )
-    return own + issued
 
 
 def running_switch(actor: Actor, contract: Contract) -> Switch | None:
