@@ -8,9 +8,15 @@ from django.http import HttpRequest
 
 
 def organisations(request: HttpRequest) -> dict[str, Any]:
+    from django.conf import settings
+
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"my_memberships": []}
     from tenants.access import memberships_of
 
-    return {"my_memberships": list(memberships_of(user).order_by("org__name"))}
+    # demo_stories: the dashboard links the field stories' page in demo mode (make run, DEBUG).
+    return {
+        "my_memberships": list(memberships_of(user).order_by("org__name")),
+        "demo_stories": settings.DEBUG,
+    }

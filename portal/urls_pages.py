@@ -10,7 +10,7 @@ from devices import views as device_views
 from jobs import views as job_views
 from keys import pages_ca
 from notifications import views as webhook_views
-from portal import views
+from portal import demo_views, views
 from switches import views as switch_views
 from tenants import views as tenant_views
 
@@ -33,6 +33,10 @@ urlpatterns = [
         name="operator-application-reject",
     ),
     path("invitations/<str:token>/", tenant_views.InvitationAcceptView.as_view(), name="invitation-accept"),
+    # The field stories' buttons (demo mode only: the views answer 404 unless DEBUG).
+    path("demo/stories/", demo_views.StoriesView.as_view(), name="demo-stories"),
+    path("demo/stories/<slug:story>/run/", demo_views.StoryStartView.as_view(), name="demo-story-start"),
+    path("demo/stories/runs/<str:run_id>/", demo_views.StoryRunView.as_view(), name="demo-story-run"),
     path(ORG, views.DashboardView.as_view(), name="org-dashboard"),
     path(ORG + "members/", tenant_views.MembersView.as_view(), name="org-members"),
     path(ORG + "members/<uuid:pk>/role/", tenant_views.MemberRoleView.as_view(), name="org-member-role"),

@@ -256,11 +256,14 @@ class Runtime:
     # -- a provider's own tooling ------------------------------------------------------------
 
     def tooling(self, org: str) -> ProviderTooling:
+        from keys.ca import ca_lookup
+
         return ProviderTooling(
             server=self.server,
             org=org,
             token=self.token(org),
             store=self.workdir / f"{org}-store",
+            ca_id=str(ca_lookup().pk),  # the deployment's CA (TESSERA_CA where there are several)
         )
 
 
@@ -447,6 +450,7 @@ class ProviderTooling:
     token: str
     store: Path
     timeout: float = 120
+    ca_id: str = ""  # the CA to pin where a deployment has several (its id, known out of band)
 
     def env(self) -> dict[str, str]:
         return {
@@ -477,8 +481,9 @@ class ProviderTooling:
         self.store.parent.mkdir(parents=True, exist_ok=True)
         if not (self.store / "store.json").exists():
             self.run("init", "--no-passphrase")
-        fingerprint = self.run("ca", "pin", "--fetch")["fingerprint_sha256"]
-        self.run("ca", "pin", "--fetch", "--fingerprint", fingerprint)
+        which = ["--ca", self.ca_id] if self.ca_id else []
+        fingerprint = self.run("ca", "pin", "--fetch", *which)["fingerprint_sha256"]
+        self.run("ca", "pin", "--fetch", *which, "--fingerprint", fingerprint)
         if not (self.store / "oce-certificate.json").exists():
             self.run("certificate", "request")
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import transaction
 
 DEMO_GATEWAYS = ["MTR-0001", "MTR-0002", "OBU-0001", "GW-0001"]
 
@@ -32,16 +31,10 @@ DEMO_WAIT_S = 20.0  # long-poll wait of the demo gateways: jobs start the moment
 
 
 def _point_at(config: Path, server: str) -> None:
-    """A demo gateway's config talks to ``server`` and long-polls (the demo's gateways are online,
-    DESIGN §8): rewritten only when it says otherwise."""
-    from dataclasses import replace
+    """A demo gateway's config talks to ``server`` and long-polls (scenarios.runtime.point_at)."""
+    from scenarios.runtime import point_at
 
-    from agent.config import load_config, write_config
-
-    current = load_config(config)
-    if current.server_url.rstrip("/") != server or current.poll.wait_s != DEMO_WAIT_S:
-        poll = replace(current.poll, wait_s=DEMO_WAIT_S)
-        write_config(config, replace(current, server_url=server, poll=poll))
+    point_at(config, server, DEMO_WAIT_S)
 
 
 class Command(BaseCommand):
@@ -174,38 +167,20 @@ class Command(BaseCommand):
                 {"kind": "create_security_domain", "params": {"aid": GREENWATT_SD, "owner": "greenwatt"}},
                 on_behalf_of="gridco",
             )
-            store = Path(settings.VAR_DIR) / "demo" / "greenwatt-store"
-            store.parent.mkdir(parents=True, exist_ok=True)
-            sdk_env = {
-                **env,
-                "TESSERA_URL": server,
-                "TESSERA_ORG": "greenwatt",
-                "TESSERA_TOKEN": tokens["greenwatt"],
-                "TESSERA_PROVIDER_STORE": str(store),
-                "PYTHONPATH": str(Path(settings.BASE_DIR)),
-            }
+            from scenarios.runtime import ProviderTooling
 
-            def sdk(*args: str) -> dict[str, Any]:
-                out = subprocess.run(
-                    [sys.executable, "-m", "sdk", *args],
-                    env=sdk_env,
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                )
-                if out.returncode:
-                    raise RuntimeError(f"tessera-provider {' '.join(args[:2])}: {out.stderr.strip()[:300]}")
-                return json.loads(out.stdout) if out.stdout.strip() else {}
-
+            tooling = ProviderTooling(
+                server=server,
+                org="greenwatt",
+                token=tokens["greenwatt"],
+                store=Path(settings.VAR_DIR) / "demo" / "greenwatt-store",
+                timeout=600,
+            )
             say(
                 "demo: GreenWatt's own tooling: OCE key, certificate, CA pin, CASD check, confidential key load"
             )
-            if not (store / "store.json").exists():
-                sdk("init", "--no-passphrase")
-            fingerprint = sdk("ca", "pin", "--fetch")["fingerprint_sha256"]
-            sdk("ca", "pin", "--fetch", "--fingerprint", fingerprint)
-            sdk("certificate", "request")
-            loaded = sdk("keys", "load", "--device", device_id, "--sd", GREENWATT_SD)
+            tooling.ready()
+            loaded = tooling.load_keys(device_id, GREENWATT_SD)
             marker.write_text(json.dumps({"device": device_id, "sd": GREENWATT_SD}) + "\n")
             say(
                 f"demo: GreenWatt's keys are on MTR-0002 (receipt verified: {loaded.get('receipt_verified', True)}); "
@@ -227,11 +202,7 @@ class Command(BaseCommand):
         from devices.identity import forget_identity
         from devices.models import Device
         from devices.services import identity_key_id
-        from gp.scp03 import StaticKeys
-        from keys.selectors import active_keyset
-        from keys.services import keyset_import
-        from tenants.access import Actor
-        from tenants.models import MemberRole
+        from scenarios.runtime import adopt_card
 
         device = Device.objects.filter(serial=serial).select_related("manufacturer").first()
         if device is None:
@@ -265,46 +236,18 @@ class Command(BaseCommand):
         )
         info = json.loads(out.stdout)
         _point_at(config, server)
-        isd_keys = json.loads(Path(info["isd_keys_file"]).read_text())
         se = device.secure_elements.select_related("issuer").first()
-        with transaction.atomic():
+        if se is None:
             pem = info["identity_public_key"]
             Device.objects.filter(pk=device.pk).update(
                 identity_public_key=pem, identity_key_id=identity_key_id(pem)
             )
             forget_identity(device.identity_key_id)
-            if se is not None:
-                se.serial = info["se"]["serial"]
-                se.cplc = info["se"].get("cplc", "")
-                se.save(update_fields=["serial", "cplc"])
-                isd = se.security_domains.get(is_isd=True)
-                current = active_keyset(isd)
-                if current is not None:
-                    current.delete()  # the seed's placeholder record, never a real card's keys
-                issuer_actor = Actor(user=None, org=se.issuer, member_role=MemberRole.OWNER)
-                keyset_import(
-                    actor=issuer_actor,
-                    security_domain=isd,
-                    kvn=int(info["se"]["kvn"]),
-                    keys=StaticKeys(
-                        enc=bytes.fromhex(isd_keys["enc"]),
-                        mac=bytes.fromhex(isd_keys["mac"]),
-                        dek=bytes.fromhex(isd_keys["dek"]),
-                    ),
-                    sequence_counter=int(info["se"]["sequence_counter"]),
-                    i_param=int(info["se"]["i_param"]),
-                )
-        casd = info["se"].get("casd_public_key")
-        if se is not None and casd:
-            # The key the card generated: kept on the SE, certified by the Controlling Authority.
-            from keys.handover import casd_public_key_der, secure_element_casd_record
-
-            state = secure_element_casd_record(
-                actor=Actor(user=None, org=se.issuer, member_role=MemberRole.OWNER),
-                secure_element=se,
-                casd_der=casd_public_key_der(casd),
-            )
-            if state.get("state") != "certified":
-                self.stderr.write(f"gateway {serial}: CASD not certified ({state.get('detail')})")
+        else:
+            # The identity key, the SE's serial, its ISD keys into the issuer's vault, its CASD
+            # certified: the manufacturer's and the issuer's enrolment (shared with the stories).
+            state = adopt_card(device=device, se=se, info=info)
+            if info["se"].get("casd_public_key") and state != "certified":
+                self.stderr.write(f"gateway {serial}: CASD not certified ({state})")
         self.stdout.write(f"gateway {serial}: enrolled (key id {info['key_id'][:16]}…)")
         return config

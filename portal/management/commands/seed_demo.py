@@ -122,8 +122,11 @@ class Command(BaseCommand):
         )
         # The suppliers let the TSM create and remove their security domains and load their keys.
         for provider in ("sunpower", "greenwatt"):
-            mandate_grant(actor=actors[provider], grantee=orgs["trustsm"],
-                          actions=["sd.create", "sd.delete", "keys.load", "keys.rotate", "apps.manage"])
+            mandate_grant(
+                actor=actors[provider],
+                grantee=orgs["trustsm"],
+                actions=["sd.create", "sd.delete", "keys.load", "keys.rotate", "apps.manage"],
+            )
         meter, meter_se = meters[0]
         device_services.security_domain_record(
             actor=actors["gridco"],
@@ -190,8 +193,11 @@ class Command(BaseCommand):
             actions=["devices.view", "sd.create", "sd.delete", "keys.load", "status.read"],
         )
         for clinic in ("northclinic", "southclinic"):
-            mandate_grant(actor=actors[clinic], grantee=orgs["trustsm"],
-                          actions=["sd.create", "sd.delete", "keys.load", "keys.rotate", "apps.manage"])
+            mandate_grant(
+                actor=actors[clinic],
+                grantee=orgs["trustsm"],
+                actions=["sd.create", "sd.delete", "keys.load", "keys.rotate", "apps.manage"],
+            )
         gw, gw_se = gateways[0]
         device_services.security_domain_record(
             actor=actors["carekit"],
