@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
+from jobs.models import JobState
 from portal.errors import DomainError
 from portal.views import OrgScopedView, is_htmx
 from switches import selectors
@@ -148,8 +149,11 @@ def switch_view(switch: Switch, viewer: Actor) -> dict[str, Any]:
     error = switch.error_message
     if view == "new" and (switch.step.startswith("delete_old") or error.startswith("delete_old")):
         error = "The previous provider's removal failed; Tessera retries it." if error else ""
+    hint, hint_consents = _waiting_hint(switch, viewer, view) if active else ("", False)
     return {
         "view": view,
+        "hint": hint,
+        "hint_consents": hint_consents,
         "pk": switch.pk,
         "device": device,
         "service": service,
@@ -168,6 +172,26 @@ def switch_view(switch: Switch, viewer: Actor) -> dict[str, Any]:
         "new_sd_aid": switch.new_sd_aid,
         "keys_mode": switch.get_keys_mode_display(),
     }
+
+
+def _waiting_hint(switch: Switch, viewer: Actor, view: str) -> tuple[str, bool]:
+    """What the switch waits for, said to whoever can act on it: (sentence, link to consents)."""
+    new = switch.new_provider.name
+    if switch.state == SwitchState.AWAITING_KEYS:
+        if view == "new":
+            return (
+                f"Load your keys into your new security domain {switch.new_sd_aid} with your own tooling "
+                "(the provider SDK, docs/provider-sdk.md): Tessera never sees them. The switch goes on "
+                "as soon as that key-loading job ends.",
+                False,
+            )
+        return f"{new} loads its own keys; nobody else, not even Tessera, sees them.", False
+    job = switch.current_job
+    if job is not None and job.state == JobState.AWAITING_CONSENT:
+        if viewer.subject.pk == switch.subscriber_id:
+            return f"{new} needs your consent to continue: answer it on your Consents page.", True
+        return "Waiting for the subscriber's consent.", False
+    return "", False
 
 
 def checklist(switch: Switch, view: str) -> list[dict[str, str]]:

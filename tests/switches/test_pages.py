@@ -164,6 +164,17 @@ def test_the_new_provider_never_sees_the_old_one(s):
     assert f"Setting up {NEW_NAME}" in page and "Removing" not in page
     contract = text(greenco.get(f"/o/greenco/contracts/{switch.new_contract_id}/"))
     assert_no_old_provider(contract)
+    # once its security domain is on the card, the switch waits for the new provider's own keys:
+    # the new provider is told what to do, the subscriber what is going on
+    s.run()
+    switch.refresh_from_db()
+    assert switch.state == "awaiting_keys", (switch.step, switch.log)
+    page = text(greenco.get(f"/o/greenco/switches/{switch.pk}/"))
+    assert f"Load your keys into your new security domain {switch.new_sd_aid}" in page
+    assert_no_old_provider(page)
+    home = text(client(s, "home").get(f"/o/home/switches/{switch.pk}/"))
+    assert f"Loading its keys: waiting for {NEW_NAME}" in home and "loads its own keys" in home
+    assert home.count('class="step-done"') == 1  # setting up the new provider
 
 
 def test_the_old_provider_gets_404_while_it_runs_and_sees_only_lost_after_completion(s):
@@ -231,8 +242,15 @@ def test_the_issuer_reassigns_a_leased_device_with_the_same_form(s):
     switch = Switch.objects.get()
     assert resp.status_code == 302 and resp["Location"] == f"/o/sei/switches/{switch.pk}/"
     assert (switch.initiator, switch.requested_by.slug, switch.keys_mode) == ("issuer", "sei", "portal")
-    # the subscriber follows it too
-    assert client(s, "home").get(f"/o/home/switches/{switch.pk}/").status_code == 200
+    # the subscriber follows it, and is asked for its consent when the new provider's work needs it
+    home = client(s, "home")
+    assert home.get(f"/o/home/switches/{switch.pk}/").status_code == 200
+    s.run()
+    switch.refresh_from_db()
+    assert switch.current_job is not None and switch.current_job.state == "awaiting_consent", switch.log
+    page = text(home.get(f"/o/home/switches/{switch.pk}/"))
+    assert f"{NEW_NAME} needs your consent to continue" in page and 'href="/o/home/consents/"' in page
+    assert "Waiting for the subscriber" in text(client(s, "sei").get(f"/o/sei/switches/{switch.pk}/"))
 
 
 SUBSCRIBER_BAD_INPUT = [
