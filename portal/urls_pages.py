@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from campaigns import views as campaign_views
 from devices import views as device_views
 from jobs import views as job_views
 from keys import pages_ca
@@ -125,6 +126,33 @@ urlpatterns = [
     path(ORG + "jobs/<uuid:pk>/", job_views.JobDetailView.as_view(), name="org-job"),
     path(ORG + "jobs/<uuid:pk>/timeline/", job_views.JobTimelineView.as_view(), name="org-job-timeline"),
     path(ORG + "jobs/<uuid:pk>/cancel/", job_views.JobCancelView.as_view(), name="org-job-cancel"),
+    path(ORG + "campaigns/", campaign_views.CampaignListPage.as_view(), name="org-campaigns"),
+    path(ORG + "campaigns/<uuid:pk>/", campaign_views.CampaignDetailPage.as_view(), name="org-campaign"),
+    path(
+        ORG + "campaigns/<uuid:pk>/progress/",
+        campaign_views.CampaignProgressPage.as_view(),
+        name="org-campaign-progress",
+    ),
+    path(
+        ORG + "campaigns/<uuid:pk>/start/",
+        campaign_views.CampaignStartPage.as_view(),
+        name="org-campaign-start",
+    ),
+    path(
+        ORG + "campaigns/<uuid:pk>/pause/",
+        campaign_views.CampaignPausePage.as_view(),
+        name="org-campaign-pause",
+    ),
+    path(
+        ORG + "campaigns/<uuid:pk>/resume/",
+        campaign_views.CampaignResumePage.as_view(),
+        name="org-campaign-resume",
+    ),
+    path(
+        ORG + "campaigns/<uuid:pk>/cancel/",
+        campaign_views.CampaignCancelPage.as_view(),
+        name="org-campaign-cancel",
+    ),
     path(ORG + "webhooks/", webhook_views.WebhookListPage.as_view(), name="org-webhooks"),
     path(ORG + "webhooks/<uuid:pk>/", webhook_views.WebhookDetailPage.as_view(), name="org-webhook"),
     path(ORG + "webhooks/<uuid:pk>/test/", webhook_views.WebhookTestPage.as_view(), name="org-webhook-test"),
