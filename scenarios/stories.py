@@ -313,8 +313,10 @@ def automotive(rt: Runtime) -> None:
             ["own_security_domain", "install_application", "driving_data"],
         ),
     ]
+    names = {"trackguard": "TrackGuard", "quickfix": "QuickFix", "drivesure": "DriveSure"}
     for slug, sd, purpose, scopes in asks:
-        with rt.step(f"Ben signs up with {slug} ({purpose}); {slug} asks his consent; Ben approves") as o:
+        name = names[slug]
+        with rt.step(f"Ben signs up with {name} ({purpose}); {name} asks his consent; Ben approves") as o:
             _sign(gw, "owner-ben", slug, purpose, sd)
             c = rt.call(
                 slug,
@@ -331,7 +333,7 @@ def automotive(rt: Runtime) -> None:
             rt.call("owner-ben", "POST", f"/orgs/owner-ben/consents/{c['id']}/approve/", json={})
             consents[slug] = c["id"]
             o["text"] = "granted"
-        with rt.step(f"AutoWerk creates {slug}'s security domain (keys to {slug}'s vault)") as o:
+        with rt.step(f"AutoWerk creates {name}'s security domain (its keys go to {name}'s vault)") as o:
             rt.run_job("autowerk", gw, "create_security_domain", {"aid": sd, "owner": slug})
             o["text"] = "SD on the card"
     with rt.step("TrackGuard installs and personalises its tracker (server address)") as o:
