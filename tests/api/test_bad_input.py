@@ -547,6 +547,67 @@ ENDPOINTS.update(
 )
 
 
+INT, FRACTION = "int", "fraction"
+WRONG_TYPES[INT] = [True, "ten", [], {"a": 1}, None, 1.5, 0, -1]
+WRONG_TYPES[FRACTION] = [True, "0.5", [], {"a": 1}, None, 1.5, -0.1]
+
+
+def _campaign_url(world: Any, suffix: str, state: str = "draft") -> str:
+    """A campaign of the owner over its device, in ``state``, as the owner's URL."""
+    from campaigns.models import Campaign
+    from campaigns.services import campaign_create
+    from tenants.access import resolve_actor
+
+    campaign = campaign_create(
+        actor=resolve_actor(world.owner_user, "owner-sei"), new_provider="provider-sp", devices=["MTR-0001"]
+    )
+    Campaign.objects.filter(pk=campaign.pk).update(state=state)
+    return f"/api/v1/orgs/owner-sei/campaigns/{campaign.pk}/{suffix}"
+
+
+ENDPOINTS.update(
+    {
+        ("api:campaign-list", "post"): Endpoint(
+            "post",
+            lambda w: "/api/v1/orgs/owner-sei/campaigns/",
+            "owner",
+            {
+                "name": STR,
+                "new_provider": SLUG,
+                "service": STR,
+                "keys_mode": CHOICE,
+                "app": DICT,
+                "devices": LIST,
+                "filter": DICT,
+                "groups": LIST,
+                "group_size": INT,
+                "success_threshold": FRACTION,
+                "error_threshold": FRACTION,
+                "rate_per_minute": INT,
+                "max_in_flight": INT,
+                "start": BOOL,
+            },
+            lambda w: {"new_provider": "provider-sp", "devices": ["MTR-0001"], "group_size": 1},
+        ),
+        **{
+            (f"api:campaign-{op}", "post"): Endpoint(
+                "post",
+                lambda w, op=op, state=state: _campaign_url(w, f"{op}/", state),
+                "owner",
+                {},
+                everything_optional=True,
+            )
+            for op, state in (
+                ("start", "draft"),
+                ("pause", "running"),
+                ("resume", "paused"),
+                ("cancel", "running"),
+            )
+        },
+    }
+)
+
+
 def write_endpoints() -> list[tuple[str, str]]:
     out = []
     for route in all_routes():

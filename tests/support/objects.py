@@ -80,6 +80,7 @@ def owner_objects(world: Any) -> OwnerObjects:
     casd = casd_certificate_for(world.se)
     webhook = _owner_webhook(world)
     switch = _owner_switch(world, contract)
+    campaign = _owner_campaign(world)
     by_collection = {
         "members": auditor_membership.pk,
         "invitations": invitation.pk,
@@ -94,6 +95,7 @@ def owner_objects(world: Any) -> OwnerObjects:
         "certificates": casd.pk,
         "webhooks": webhook.pk,
         "switches": switch.pk,
+        "campaigns": campaign.pk,
     }
     by_param = {
         "device": world.device.pk,
@@ -119,6 +121,16 @@ def _owner_webhook(world: Any) -> Any:
         event_types=["job.*"],
     )
     return webhook
+
+
+def _owner_campaign(world: Any) -> Any:
+    """A draft switch campaign of the owner (the SE issuer) over its device."""
+    from campaigns.services import campaign_create
+    from tenants.access import resolve_actor
+
+    return campaign_create(
+        actor=resolve_actor(world.owner_user, "owner-sei"), new_provider="provider-sp", devices=["MTR-0001"]
+    )
 
 
 def _owner_switch(world: Any, contract: Any) -> Any:
