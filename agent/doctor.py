@@ -55,14 +55,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
-
 from agent import __version__
 from agent.config import AgentConfig, load_config, load_identity
-from agent.errors import AgentError, ConfigError
+from agent.errors import AgentError, ConfigError, TransportError, TransportTimeout
 from agent.httpsig import key_id, sign_request
 from agent.instance import AgentRunning, probe_lock
 from agent.protocol import EXCHANGE_PATH, PROTOCOL_VERSION, encode
+from agent.transport import HttpResponse, PortalConnection
 
 __all__ = ["DEFAULT_MAX_SKEW", "EXIT_DOCTOR_FAILED", "Check", "diagnose", "run"]
 
@@ -194,23 +193,26 @@ def _handover_files(config: AgentConfig) -> Iterator[Path]:
 # -- the portal --------------------------------------------------------------------------------
 
 
-def _client(config: AgentConfig) -> httpx.Client:
-    return httpx.Client(
-        timeout=httpx.Timeout(config.timeouts.read_s, connect=config.timeouts.connect_s),
-        verify=str(config.ca_file) if config.ca_file is not None else True,
-        follow_redirects=False,
-        headers={"User-Agent": f"tessera-agent/{__version__} (doctor)"},
+def _client(config: AgentConfig) -> PortalConnection:
+    """The agent's own connection to the portal (TLS settings, timeouts, no redirects)."""
+    return PortalConnection(
+        config.server_url,
+        connect_timeout=config.timeouts.connect_s,
+        read_timeout=config.timeouts.read_s,
+        ca_file=config.ca_file,
+        user_agent=f"tessera-agent/{__version__} (doctor)",
     )
 
 
 def _network_failure(config: AgentConfig, exc: Exception) -> Check:
     url = config.server_url
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, httpx.TimeoutException):
+    root = exc.__cause__ or exc
+    text = f"{type(root).__name__}: {root}"
+    if isinstance(exc, TransportTimeout):
         return Check(
             "reachability",
             FAIL,
-            f"{url}: no answer in time ({type(exc).__name__})",
+            f"{url}: no answer in time ({type(root).__name__})",
             "check the network path to the portal (firewall, proxy); raise [timeouts] if the link is slow",
         )
     cause: BaseException | None = exc
@@ -238,32 +240,32 @@ def _network_failure(config: AgentConfig, exc: Exception) -> Check:
     )
 
 
-def _error_code(response: httpx.Response) -> tuple[str, str]:
+def _error_code(response: HttpResponse) -> tuple[str, str]:
     try:
-        error = response.json().get("error", {})
+        error = json.loads(response.body.decode("utf-8")).get("error", {})
         return str(error.get("code", "")), str(error.get("message", ""))
     except (ValueError, AttributeError):
         return "", ""
 
 
-def check_reachability(config: AgentConfig, client: httpx.Client, probe: _Probe) -> Check:
+def check_reachability(config: AgentConfig, client: PortalConnection, probe: _Probe) -> Check:
     url = config.server_url + EXCHANGE_PATH
     probe.sent = time.time()
     try:
-        response = client.get(url, headers={"Accept": "application/json"})
-    except httpx.HTTPError as e:
+        response = client.request("GET", client.path(EXCHANGE_PATH), headers={"Accept": "application/json"})
+    except TransportError as e:
         return _network_failure(config, e)
     probe.received = time.time()
     probe.reached = True
-    date = response.headers.get("date")
+    date = response.header("date")
     if date:
         try:
             probe.date = email.utils.parsedate_to_datetime(date).timestamp()
         except (TypeError, ValueError):
             probe.date = None
-    status = response.status_code
+    status = response.status
     if 300 <= status < 400:
-        where = response.headers.get("location", "?")
+        where = response.header("location") or "?"
         return Check(
             "reachability",
             FAIL,
@@ -348,7 +350,7 @@ def probe_body() -> bytes:
 
 def check_signature(
     config: AgentConfig,
-    client: httpx.Client,
+    client: PortalConnection,
     *,
     clock: Callable[[], float] = time.time,
 ) -> Check:
@@ -356,19 +358,18 @@ def check_signature(
         key = load_identity(config)
     except AgentError as e:
         return Check("signature", FAIL, f"the identity key cannot sign: {e}", "see the token check above")
-    url = httpx.URL(config.server_url + EXCHANGE_PATH)
-    path = url.raw_path.decode("ascii").split("?", 1)[0]
+    path = client.path(EXCHANGE_PATH)
     body = probe_body()
     headers = sign_request(private_key=key, method="POST", path=path, body=body, created=int(clock()))
     headers["Content-Type"] = "application/json"
     headers["Accept"] = "application/json"
     try:
-        response = client.post(url, content=body, headers=headers)
-    except httpx.HTTPError as e:
+        response = client.request("POST", path, body=body, headers=headers)
+    except TransportError as e:
         failure = _network_failure(config, e)
         return Check("signature", FAIL, failure.message, failure.fix)
     code, message = _error_code(response)
-    status = response.status_code
+    status = response.status
     if status == 400 and code == "malformed_request" and message.startswith(PROBE_MEMBER + ":"):
         return Check(
             "signature",

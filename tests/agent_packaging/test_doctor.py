@@ -155,14 +155,13 @@ def test_suspended_device_fails_signature(live_server: Any, manufacturer: Any, t
 def test_a_signature_from_a_skewed_clock_is_refused_as_stale(
     live_server: Any, manufacturer: Any, tmp_path: Path
 ) -> None:
-    import httpx
-
     from agent.config import load_config
+    from agent.doctor import _client
 
     gw = provision(tmp_path / "gw", live_server.url)
     enrol(manufacturer, gw)
     config = load_config(gw.config)
-    with httpx.Client() as client:
+    with _client(config) as client:
         late = check_signature(config, client, clock=lambda: time.time() - 3600)
         fine = check_signature(config, client)
     assert late.status == "FAIL" and "[stale]" in late.message and "clock" in late.fix

@@ -57,7 +57,7 @@ def test_the_wheel_holds_the_agent_and_gp_and_declares_its_dependencies(wheel: P
     assert metadata["Version"] == agent.__version__
     requires = metadata.get_all("Requires-Dist") or []
     plain = sorted(r.split(">")[0].split("=")[0].strip() for r in requires if "extra ==" not in r)
-    assert plain == ["cryptography", "httpx"], requires
+    assert plain == ["cryptography"], requires  # HTTP is the stdlib's (agent.transport)
     extras = {
         r.split("extra ==")[1].strip().strip("'\""): r.split(">")[0] for r in requires if "extra ==" in r
     }
@@ -108,7 +108,8 @@ def test_installed_in_a_fresh_virtualenv_it_runs_without_django(wheel: Path, tmp
     assert checked.returncode == 0, checked.stdout + checked.stderr
     count, dists = checked.stdout.split()
     assert int(count) > 40
-    assert {"tessera-agent", "cryptography", "httpx"} <= set(dists.split(","))
+    assert {"tessera-agent", "cryptography"} <= set(dists.split(","))
+    assert "httpx" not in dists.split(",") and "certifi" not in dists.split(",")
 
     helped = run(str(python), "-m", "agent", "--help")
     assert helped.returncode == 0 and "doctor" in helped.stdout, helped.stderr
