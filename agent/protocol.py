@@ -32,6 +32,7 @@ from agent.errors import ProtocolError
 __all__ = [
     "EXCHANGE_PATH",
     "KIND_APDU_SCRIPT",
+    "KIND_TOKEN_OPS",
     "MAX_BODY_BYTES",
     "MAX_COMMANDS",
     "MAX_ITEMS",
@@ -54,6 +55,8 @@ MAX_BODY_BYTES = 256 * 1024
 EXCHANGE_PATH = "/agent/v1/exchange"
 
 KIND_APDU_SCRIPT = "apdu_script"
+# A TEE's script: token operations, each in a Command's slot (agent/tokenops.py, docs/tee-bridge.md §8).
+KIND_TOKEN_OPS = "token_ops"
 STATUSES = frozenset({"completed", "failed", "interrupted", "rejected"})
 
 MAX_ITEMS = 64

@@ -44,6 +44,7 @@ from agent.errors import BackendError, TransportError
 from agent.journal import Journal
 from agent.protocol import (
     KIND_APDU_SCRIPT,
+    KIND_TOKEN_OPS,
     MAX_BODY_BYTES,
     MAX_DETAIL,
     MAX_ITEMS,
@@ -182,6 +183,8 @@ class Runner:
             else:
                 log.warning("event=item_repeated %s action=ignored", ctx)
             return True
+        if item.kind == KIND_TOKEN_OPS:
+            return self._handle_token_ops(item)
         if item.kind != KIND_APDU_SCRIPT:
             return self._reject(item, f"unknown work kind {item.kind!r}")
         if not getattr(self.backend, "takes_apdus", True):
@@ -224,6 +227,53 @@ class Runner:
                 self._finish(
                     item, "failed", f"command {index} (INS {apdu[1]:02X}): SW {sw:04X} not in [{expected}]"
                 )
+                return True
+        self._finish(item, "completed", "")
+        return True
+
+    def _handle_token_ops(self, item: WorkItem) -> bool:
+        """A TEE's script (agent/tokenops.py): each operation journalled before it runs and its
+        answer after, exactly as commands are; the first unexpected outcome ends the item."""
+        from agent import tokenops
+        from agent.pkcs11.token import TokenError
+
+        token = getattr(getattr(self.backend, "backend", self.backend), "token", None)
+        if token is None:
+            return self._reject(item, f"the {self.backend.kind} backend has no token for token operations")
+        deadline = item.deadline_timestamp()
+        if deadline is not None and self._wall() > deadline:
+            return self._reject(item, f"deadline {item.deadline} has passed")
+        try:
+            ops = [tokenops.decode_op(c.apdu)["op"] for c in item.commands]
+        except tokenops.TokenOpError as e:
+            return self._reject(item, f"malformed token operation: {e}")
+        self.journal.received(item)
+        ctx = f"item={item.item} job={item.job}"
+        log.info("event=item_start %s kind=%s operations=%d", ctx, item.kind, len(ops))
+        lock = getattr(self.backend, "exclusive", None)
+        for index, command in enumerate(item.commands):
+            self.journal.sending(item.item, index)
+            started = time.perf_counter()
+            try:
+                if lock is not None:
+                    with lock():
+                        result = tokenops.execute(token, command.apdu)
+                else:
+                    result = tokenops.execute(token, command.apdu)
+            except (TokenError, tokenops.TokenOpError) as e:
+                self._finish(item, "interrupted", f"operation {index} ({ops[index]}): {e}")
+                return not isinstance(e, TokenError)
+            self.journal.response(item.item, index, result.encode())
+            log.info(
+                "event=token_op %s index=%d op=%s outcome=%s ms=%.1f",
+                ctx,
+                index,
+                ops[index],
+                result.outcome,
+                (time.perf_counter() - started) * 1000,
+            )
+            if not result.ok:
+                self._finish(item, "failed", f"operation {index} ({ops[index]}): outcome {result.outcome}")
                 return True
         self._finish(item, "completed", "")
         return True

@@ -324,6 +324,13 @@ def job_advance(job_id: Any) -> JobStep | None:
             return None
         if not consent_gate(job):
             return None
+        if job.secure_element.kind == "tee":  # token operations, not APDUs (jobs.tee)
+            from jobs import tee
+
+            step = tee.advance(job)
+            if step is not None:
+                transaction.on_commit(lambda: mark_has_work(job.device_id))
+            return step
         specs = _specs(job)
         pending_reconcile = job.result.get("reconcile")
         if pending_reconcile:
@@ -431,8 +438,8 @@ def step_process(step_id: Any) -> None:
 
 
 def _late_result(job: Job, step: JobStep) -> None:
-    if step.session.get("mode") == RELAY_MODE:
-        return  # the provider's script: nothing of ours to learn from it
+    if step.session.get("mode") in (RELAY_MODE, "token"):
+        return  # the provider's script: nothing of ours to learn from it; a TEE's: read_status tells
     try:
         payload = _open_payload(job, step)
         outcome = _unwrap(job, step, payload)
@@ -468,6 +475,11 @@ def _interpret(job: Job, step: JobStep) -> None:
             reason=f"device rejected the work: {step.report_detail}",
             error_code="device_rejected",
         )
+        return
+    if step.session.get("mode") == "token":
+        from jobs import tee
+
+        tee.interpret(job, step, retry_later=_retry_later, continue_job=_continue)
         return
     if step.phase == "open":
         _interpret_open(job, step)

@@ -131,7 +131,7 @@ def collect_work(device_id: str, *, limit: int = 8) -> list[WorkItem]:
                 WorkItem(
                     item=step.item_id,
                     job=str(job.id),
-                    kind=KIND_APDU_SCRIPT,
+                    kind=str(step.session.get("kind", KIND_APDU_SCRIPT)),  # token_ops on a TEE
                     channel=int(step.session.get("channel", 0)),
                     commands=tuple(
                         Command(apdu=bytes.fromhex(c["apdu"]), expect=tuple(c["expect"]))

@@ -236,6 +236,13 @@ def job_request(
     isd = SecurityDomain.objects.filter(secure_element=se, is_isd=True).first()
     if isd is None:
         raise InvalidJobRequest("The secure element has no Issuer Security Domain recorded.")
+    if se.kind == "tee" and kind not in ("create_security_domain", "delete_security_domain", "rotate_keys",
+                                         "load_keys_confidential", "read_status"):  # fmt: skip
+        raise InvalidJobRequest(
+            f"{kind} does not apply to a TEE: its security domains hold keys in a token, no applications "
+            "or APDU scripts (docs/tee-bridge.md §8).",
+            fields={"kind": ["not_for_tee"]},
+        )
     target_sd: SecurityDomain | None = None
     beneficiary: Organisation | None = None
     clean: dict[str, Any] = {}
@@ -326,7 +333,11 @@ def job_request(
                 fields={"sd": ["isd"]},
             )
         _check_actor_may(actor, kind, on=sd.owner, beneficiary=sd.owner)
-        if kind == JobKind.LOAD_KEYS_CONFIDENTIAL:
+        if kind == JobKind.LOAD_KEYS_CONFIDENTIAL and se.kind == "tee":
+            from jobs import tee  # the provider's envelope for the token (docs/tee-bridge.md §8)
+
+            clean, sealed_package = tee.clean_load_keys(se, sd, params)
+        elif kind == JobKind.LOAD_KEYS_CONFIDENTIAL:
             clean, sealed_package = confidential.clean_load_keys(se, sd, params)
         elif kind == JobKind.LOAD_KEYS_SCP11:
             clean = confidential.clean_load_keys_scp11(se, sd, params)

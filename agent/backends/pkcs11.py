@@ -35,16 +35,33 @@ class TokenBackend:
     def identifiers(self) -> dict[str, str]:
         return self.token.identifiers()
 
+    def current_kvn(self, sd: bytes) -> int | None:
+        """The version of the SD's key in the token: after a rotation (receive new, delete old, one
+        work item) there is one; between the two operations the newer (higher) one."""
+        try:
+            prefix = tokenwrap.master_key_label(sd, 0x01)[:-2]
+        except tokenwrap.EnvelopeError:
+            return None
+        versions = []
+        for key in self.token.list_keys(prefix):
+            tail = key.label[len(prefix) :]
+            if len(tail) == 2:
+                try:
+                    versions.append(int(tail, 16))
+                except ValueError:
+                    continue
+        return max(versions) if versions else None
+
     def derive_session_key(self, *, sd: bytes, service: str, epoch: int) -> bytes:
         """The local API's session key, derived in the token (docs/session-keys.md §2)."""
         from agent.localapi import LocalApiError
 
-        label = tokenwrap.master_key_label(sd, 0x72)
-        if not self.token.has_key(label):
+        kvn = self.current_kvn(sd)
+        if kvn is None:
             raise LocalApiError(
                 404, "no_master_key", f"security domain {sd.hex().upper()} holds no service master key"
             )
         try:
-            return self.token.derive_session_key(sd, service=service, epoch=epoch)
+            return self.token.derive_session_key(sd, service=service, epoch=epoch, kvn=kvn)
         except TokenError as e:
             raise LocalApiError(502, "card_error", str(e)) from None

@@ -1,0 +1,227 @@
+"""Token operations: the script format of a TEE-backed device (docs/tee-bridge.md §8).
+
+A TEE has no card to send APDUs to; its security domains are label namespaces in the PKCS#11 token
+(``tessera/sd/<AID>/<KVN>``, one AES key per key version). Tessera sends a work item of kind
+``token_ops``: an ordered list of operations, each with the outcomes that let the item go on.
+
+Each operation travels in the slot of a protocol :class:`~agent.protocol.Command`: its bytes are
+the operation's canonical JSON (UTF-8, sorted keys) and its ``expect`` is ``["9000"]``. Its answer
+is the result's canonical JSON followed by a two-byte status: ``90 00`` when the outcome is one the
+operation expects, ``69 85`` otherwise (the item then ends ``failed``, as at an unexpected SW).
+So the journal (written before each operation, its answer after), the exchange's bounds, the
+``interrupted`` settlement after a crash and the portal's once-only recording apply unchanged —
+the guarantees of an APDU script, with token operations inside.
+
+Operations (every one is idempotent by outcome, so a retried item is safe):
+
+==============  ====================================  ===========================================
+``receive_key`` ``envelope`` (:mod:`gp.tokenwrap`),    ``received`` — derived into the token and
+                ``replace`` (bool), ``kcv`` (the      confirmed; ``present`` — the same key is
+                sender's declared check value)
+                                                      already there (its CMAC over the envelope's
+                                                      confirmation message equals the tag);
+                                                      ``conflict`` — another key holds the label;
+                                                      ``rejected`` — the envelope failed;
+                                                      ``kcv_mismatch`` — confirmed, but not the
+                                                      declared key: destroyed again
+``delete_key``  ``label``                             ``deleted`` | ``absent``
+``delete_sd``   ``aid``                               ``deleted`` (``count``) | ``absent``
+``list``        ``prefix``                            ``listed``, ``keys``: [[label, length, kcv]]
+==============  ====================================  ===========================================
+
+``receive_key``, ``delete_key`` and ``list`` answer each key's check value ``kcv``: the first
+three bytes of AES-CMAC_K(16 zero bytes), computed in the token (the key never leaves it; a
+SIGN-only key cannot give the classic AES-ECB KCV). The portal records it as the key set's KCV.
+
+No key material is ever in an operation's answer or in a log line (envelopes carry wrapped keys
+only; log lines name operations, labels and outcomes).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gp import tokenwrap
+
+__all__ = [
+    "KCV_BLOCK",
+    "OPS",
+    "SW_OK",
+    "SW_UNEXPECTED",
+    "OpResult",
+    "TokenOpError",
+    "decode_op",
+    "decode_result",
+    "encode_op",
+    "encode_result",
+    "execute",
+    "kcv_of",
+    "sd_prefix",
+]
+
+SW_OK = b"\x90\x00"
+SW_UNEXPECTED = b"\x69\x85"
+KCV_BLOCK = bytes(16)
+OPS = ("receive_key", "delete_key", "delete_sd", "list")
+_OUTCOMES = {
+    "receive_key": {"received", "present", "conflict", "rejected", "kcv_mismatch"},
+    "delete_key": {"deleted", "absent"},
+    "delete_sd": {"deleted", "absent"},
+    "list": {"listed"},
+}
+_AID = re.compile(r"(?:[0-9A-F]{2}){5,16}")
+
+
+class TokenOpError(ValueError):
+    """A malformed token operation (never a token failure: those are :class:`TokenError`)."""
+
+
+def sd_prefix(aid: str) -> str:
+    """The label prefix of an SD's keys in the token: ``tessera/sd/<AID>/``."""
+    if not isinstance(aid, str) or not _AID.fullmatch(aid):
+        raise TokenOpError("aid must be 5-16 bytes of upper-case hex")
+    return f"tessera/sd/{aid}/"
+
+
+def kcv_of(cmac_zero: bytes) -> str:
+    return cmac_zero[:3].hex().upper()
+
+
+def _canonical(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def encode_op(op: str, *, expect: list[str], **args: Any) -> bytes:
+    """The bytes of one operation (checked: :func:`decode_op` accepts them)."""
+    data = _canonical({"op": op, "expect": list(expect), **args})
+    decode_op(data)
+    return data
+
+
+def decode_op(data: bytes) -> dict[str, Any]:
+    """Parse and check one operation; :class:`TokenOpError` names what is wrong."""
+    try:
+        obj = json.loads(bytes(data).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise TokenOpError("an operation is UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise TokenOpError("an operation is a JSON object")
+    op = obj.get("op")
+    if op not in OPS:
+        raise TokenOpError(f"unknown operation {str(op)[:32]!r}")
+    expect = obj.get("expect")
+    if not isinstance(expect, list) or not expect or not set(expect) <= _OUTCOMES[op]:
+        raise TokenOpError(f"{op}: expect must list outcomes among {', '.join(sorted(_OUTCOMES[op]))}")
+    allowed = {
+        "receive_key": {"envelope", "replace", "kcv"},
+        "delete_key": {"label"},
+        "delete_sd": {"aid"},
+        "list": {"prefix"},
+    }[op]
+    extra = set(obj) - allowed - {"op", "expect"}
+    if extra:
+        raise TokenOpError(f"{op}: unknown field {sorted(extra)[0][:32]!r}")
+    if op == "receive_key":
+        try:
+            obj["envelope"] = tokenwrap.Envelope.from_json(obj.get("envelope"))
+        except tokenwrap.EnvelopeError as e:
+            raise TokenOpError(f"receive_key: {e}") from None
+        if not obj["envelope"].label.startswith("tessera/sd/"):
+            raise TokenOpError("receive_key: the label must be an SD key's (tessera/sd/...)")
+        if not isinstance(obj.get("replace", False), bool):
+            raise TokenOpError("receive_key: replace must be a boolean")
+        kcv = obj.get("kcv")
+        if kcv is not None and (not isinstance(kcv, str) or not re.fullmatch(r"[0-9A-F]{6}", kcv)):
+            raise TokenOpError("receive_key: kcv must be 6 upper-case hex digits")
+    elif op == "delete_key":
+        try:
+            tokenwrap.check_label(obj.get("label"))
+        except tokenwrap.EnvelopeError as e:
+            raise TokenOpError(f"delete_key: {e}") from None
+        if not obj["label"].startswith("tessera/sd/"):
+            raise TokenOpError("delete_key: only SD keys (tessera/sd/...) are deleted by Tessera")
+    elif op == "delete_sd":
+        sd_prefix(obj.get("aid"))
+    else:
+        prefix = obj.get("prefix")
+        if not isinstance(prefix, str) or not prefix.startswith("tessera/sd/") or len(prefix) > 64:
+            raise TokenOpError("list: prefix must start with tessera/sd/")
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    outcome: str
+    ok: bool
+    data: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return encode_result(self.outcome, self.ok, **self.data)
+
+
+def encode_result(outcome: str, ok: bool, **data: Any) -> bytes:
+    return _canonical({"outcome": outcome, **data}) + (SW_OK if ok else SW_UNEXPECTED)
+
+
+def decode_result(rapdu: bytes) -> tuple[dict[str, Any], bool]:
+    """An operation's answer → (its JSON, whether the outcome was expected). ValueError if unreadable."""
+    if len(rapdu) < 4 or rapdu[-2:] not in (SW_OK, SW_UNEXPECTED):
+        raise ValueError("not a token operation's answer")
+    obj = json.loads(bytes(rapdu[:-2]).decode("utf-8"))
+    if not isinstance(obj, dict) or not isinstance(obj.get("outcome"), str):
+        raise ValueError("not a token operation's answer")
+    return obj, rapdu[-2:] == SW_OK
+
+
+def execute(token: Any, data: bytes) -> OpResult:
+    """Run one operation on ``token`` (an :class:`agent.pkcs11.token.Token`).
+
+    :class:`TokenOpError` for a malformed operation; the token's own failures
+    (:class:`~agent.pkcs11.token.TokenError`) propagate: the runner reports the item interrupted.
+    """
+    op = decode_op(data)
+    name, expect = op["op"], set(op["expect"])
+    out: dict[str, Any]
+    if name == "receive_key":
+        outcome, out = _receive(token, op["envelope"], replace=op.get("replace", False), kcv=op.get("kcv"))
+    elif name == "delete_key":
+        label = op["label"]
+        outcome, out = ("deleted" if token.delete_key(label) else "absent"), {"label": label}
+    elif name == "delete_sd":
+        keys = token.list_keys(sd_prefix(op["aid"]))
+        for key in keys:
+            token.delete_key(key.label)
+        outcome, out = ("deleted" if keys else "absent"), {"aid": op["aid"], "count": len(keys)}
+    else:
+        keys = token.list_keys(op["prefix"])
+        listed = [[k.label, k.length, kcv_of(token.cmac(k.label, KCV_BLOCK))] for k in keys]
+        outcome, out = "listed", {"keys": listed}
+    return OpResult(outcome, outcome in expect, out)
+
+
+def _receive(
+    token: Any, envelope: tokenwrap.Envelope, *, replace: bool, kcv: str | None
+) -> tuple[str, dict[str, Any]]:
+    label = envelope.label
+    out: dict[str, Any] = {"label": label}
+    if token.has_key(label):
+        q = token.receive_public_point()
+        message = tokenwrap.kc_message(envelope.ephemeral, q, label, envelope.wrapped)
+        if hmac.compare_digest(token.cmac(label, message), envelope.tag):
+            out["kcv"] = kcv_of(token.cmac(label, KCV_BLOCK))
+            return "present", out
+        if not replace:
+            return "conflict", out
+    try:
+        token.receive_key(envelope, replace=replace)
+    except tokenwrap.EnvelopeError as e:
+        return "rejected", {**out, "detail": str(e)[:200]}
+    out["kcv"] = kcv_of(token.cmac(label, KCV_BLOCK))
+    if kcv is not None and out["kcv"] != kcv:
+        token.delete_key(label)  # not the key the sender declared: the token keeps no such key
+        return "kcv_mismatch", out
+    return "received", out

@@ -1,0 +1,222 @@
+"""A TEE-backed gateway in process: a private SoftHSMv2 token (the TEE), its agent's token
+operations run on it, signed exchanges with the token's identity key against the portal's test
+client (Celery eager); and the world of organisations around it (tests/jobs/conftest.py's)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from agent import tokenops
+from agent.httpsig import sign_request
+from agent.protocol import (
+    EXCHANGE_PATH,
+    KIND_TOKEN_OPS,
+    ExchangeRequest,
+    ExchangeResponse,
+    WorkResult,
+    decode,
+    encode,
+)
+from tests.conftest import service_unavailable
+from tests.support.softhsm import SoftHsm, softhsm_library
+
+TOKENS = ("tee-a", "tee-b")
+ISD_AID = "A000000151000000"
+
+
+@pytest.fixture(scope="package")
+def softhsm_tee(tmp_path_factory: Any) -> Iterator[dict[str, Any]]:
+    """One private SoftHSM for the package; the library handed back afterwards (as tests/agent_pkcs11)."""
+    library = softhsm_library()
+    if library is None:
+        service_unavailable("SoftHSMv2 is not installed (apt-get install softhsm2)")
+    assert library is not None
+    from agent.pkcs11.token import _library, finalize_libraries, open_token
+
+    hsm = SoftHsm.create(library, tmp_path_factory.mktemp("softhsm-tee"))
+    for label in TOKENS:
+        hsm.init_token(label)
+    tokens = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOFTHSM2_CONF", str(hsm.conf))
+        _library(library).reinitialize()
+        for label in TOKENS:
+            token = open_token(library, label, pin=hsm.pin)
+            token.create_identity(replace=True)
+            token.create_receive_key()
+            tokens[label] = token
+        try:
+            yield {"hsm": hsm, "tokens": tokens}
+        finally:
+            for token in tokens.values():
+                token.close()
+    if os.environ.get("SOFTHSM2_CONF"):
+        _library(library).reinitialize()
+    else:
+        finalize_libraries()
+
+
+@pytest.fixture
+def token(softhsm_tee: dict[str, Any]) -> Iterator[Any]:
+    """The "tee-a" token, with no SD key left over from another test."""
+    tok = softhsm_tee["tokens"]["tee-a"]
+    for key in tok.list_keys("tessera/sd/"):
+        tok.delete_key(key.label)
+    yield tok
+
+
+@dataclass
+class TeeGateway:
+    """The agent's side in process: signs with the token's identity, runs token operations on it."""
+
+    token: Any
+    pending: list[WorkResult] = field(default_factory=list)
+    ops_run: list[str] = field(default_factory=list)
+    drop_next: bool = False  # report the next item interrupted after its first operation (a crash)
+
+    @property
+    def public_pem(self) -> str:
+        return (
+            self.token.identity_public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+
+    def exchange(self, client: Any) -> ExchangeResponse:
+        request = ExchangeRequest(
+            agent={"version": "test", "backend": "pkcs11", **self.token.identifiers()},
+            results=tuple(self.pending),
+            health={},
+        )
+        body = encode(request.to_json())
+        headers = sign_request(
+            private_key=self.token.identity_signer(), method="POST", path=EXCHANGE_PATH, body=body
+        )
+        response = client.post(EXCHANGE_PATH, data=body, content_type="application/json", headers=headers)
+        assert response.status_code == 200, response.content
+        answer = ExchangeResponse.from_json(decode(response.content))
+        acked = set(answer.acks)
+        self.pending = [r for r in self.pending if r.item not in acked]
+        for item in answer.work:
+            assert item.kind == KIND_TOKEN_OPS
+            responses: list[bytes] = []
+            status = "completed"
+            for index, command in enumerate(item.commands):
+                result = tokenops.execute(self.token, command.apdu)
+                self.ops_run.append(f"{tokenops.decode_op(command.apdu)['op']}:{result.outcome}")
+                responses.append(result.encode())
+                if self.drop_next and index == 0:
+                    status = "interrupted"
+                    self.drop_next = False
+                    break
+                if not result.ok:
+                    status = "failed"
+                    break
+            self.pending.append(WorkResult(item=item.item, status=status, responses=tuple(responses)))
+        return answer
+
+    def run(self, client: Any, rounds: int = 30) -> int:
+        for n in range(1, rounds + 1):
+            answer = self.exchange(client)
+            if not answer.work and not self.pending:
+                return n
+        raise AssertionError("the gateway kept receiving work")
+
+
+@dataclass
+class TeeWorld:
+    sei: Any
+    tsm: Any
+    provider: Any
+    stranger: Any
+    sei_actor: Any
+    tsm_for_sei: Any
+    provider_actor: Any
+    device: Any
+    se: Any
+    gateway: TeeGateway
+
+
+@pytest.fixture
+def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any) -> TeeWorld:
+    from devices.services import device_register
+    from keys.handover import secure_element_casd_record
+    from keys.services import secure_element_enrol
+    from portal.celery import app
+    from tenants.access import Actor
+    from tenants.models import Mandate, MemberRole, OrgRole
+    from tests import factories as f
+    from tests.support.enrolment import isd_keys_hex
+
+    settings.TESSERA_AGENT_HOLD_MS = 0
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    monkeypatch.setitem(app.conf, "task_eager_propagates", True)
+    sei = f.OrganisationFactory(slug="sei", roles=[OrgRole.SE_ISSUER, OrgRole.DEVICE_MANUFACTURER])
+    tsm = f.OrganisationFactory(slug="tsm", roles=[OrgRole.TSM])
+    provider = f.OrganisationFactory(slug="supplier", roles=[OrgRole.SERVICE_PROVIDER])
+    stranger = f.OrganisationFactory(slug="stranger", roles=[OrgRole.SERVICE_PROVIDER])
+    users = {}
+    for org in (sei, tsm, provider, stranger):
+        users[org.slug] = f.MembershipFactory(
+            org=org, user=f.UserFactory(username=f"{org.slug}-user"), role=MemberRole.OWNER
+        ).user
+    Mandate.objects.create(
+        grantor=sei, grantee=tsm, actions=["devices.view", "sd.create", "sd.delete", "status.read"]
+    )
+    Mandate.objects.create(grantor=provider, grantee=tsm, actions=["sd.create", "sd.delete", "keys.rotate"])
+    sei_actor = Actor(user=users["sei"], org=sei, member_role=MemberRole.OWNER)
+    gateway = TeeGateway(token)
+    serial = token.device_id().hex().upper()
+    device = device_register(
+        actor=sei_actor,
+        serial="GW-TEE-1",
+        kind="medical_gateway",
+        identity_public_key=gateway.public_pem,
+        se_issuer="sei",
+        se_serial=serial,
+    )
+    from gp.scp03 import StaticKeys
+
+    isd = {k: bytes.fromhex(v) for k, v in isd_keys_hex().items()}
+    enrolment = secure_element_enrol(
+        actor=sei_actor,
+        serial=serial,
+        kind="tee",
+        isd_aid=ISD_AID,
+        keys=StaticKeys(**isd),
+        kvn=0x30,
+        device_manufacturer="sei",
+        device_serial="GW-TEE-1",
+    )
+    from keys.handover import casd_public_key_der
+
+    secure_element_casd_record(
+        actor=sei_actor,
+        secure_element=enrolment.secure_element,
+        casd_der=casd_public_key_der(token.receive_public_point().hex()),
+    )
+    device.refresh_from_db()
+    return TeeWorld(
+        sei=sei,
+        tsm=tsm,
+        provider=provider,
+        stranger=stranger,
+        sei_actor=sei_actor,
+        tsm_for_sei=Actor(
+            user=users["tsm"],
+            org=tsm,
+            member_role=MemberRole.OWNER,
+            on_behalf_of=sei,
+            mandate=Mandate.objects.get(grantor=sei, grantee=tsm),
+        ),
+        provider_actor=Actor(user=users["supplier"], org=provider, member_role=MemberRole.OWNER),
+        device=device,
+        se=enrolment.secure_element,
+        gateway=gateway,
+    )
