@@ -24,6 +24,9 @@ from tenants.access import Action
 
 class SwitchListView(ListMixin, OrgScopedAPIView):
     action = Action.CONTRACTS_VIEW
+    # Starting a switch: a subscriber's consent decision or an issuer's job request — both operate
+    # rights (auditors read only), never on anyone's behalf (the service checks which one applies).
+    write_action = Action.CONSENTS_MANAGE
 
     @extend_schema(responses=s.SwitchOut(many=True))
     def get(self, request: Request, org: str) -> Response:

@@ -106,10 +106,21 @@ def _job_for_step(switch: Switch, step: str) -> tuple[Actor, str, dict[str, Any]
     if step == "load_keys":
         return _new_provider_side(switch), JobKind.ROTATE_KEYS, {"sd": sd}
     if step == "install_app":
+        from jobs.services import DEMO_LOAD_FILE_AID
+
         params = {"sd": sd, "instance_aid": app["instance_aid"]}
         for key in ("load_file_aid", "module_aid"):
             if app.get(key):
                 params[key] = app[key]
+        load_file = params.get("load_file_aid", DEMO_LOAD_FILE_AID)
+        if "load" in app:
+            params["load"] = app["load"]
+        elif load_file == DEMO_LOAD_FILE_AID:
+            # Load the file unless an application instantiated from it shows it is on the card
+            # already (the card refuses a second LOAD of the same file).
+            params["load"] = not Application.objects.filter(
+                secure_element__device=switch.device, load_file_aid=load_file
+            ).exists()
         return _new_provider_side(switch), JobKind.INSTALL_APPLICATION, params
     if step == "personalize_app":
         return (
@@ -189,12 +200,22 @@ def _clean_app(app: Any) -> dict[str, Any]:
 
     if app in (None, {}):
         return {}
-    if not isinstance(app, dict) or set(app) - {"instance_aid", "load_file_aid", "module_aid", "data"}:
+    if not isinstance(app, dict) or set(app) - {
+        "instance_aid",
+        "load_file_aid",
+        "module_aid",
+        "data",
+        "load",
+    }:
         raise SwitchRequestInvalid(
-            "app takes instance_aid, and optionally load_file_aid, module_aid and data.",
+            "app takes instance_aid, and optionally load_file_aid, module_aid, load and data.",
             fields={"app": ["invalid"]},
         )
     clean: dict[str, Any] = {}
+    if "load" in app:
+        if not isinstance(app["load"], bool):
+            raise SwitchRequestInvalid("app.load must be true or false.", fields={"app": ["load"]})
+        clean["load"] = app["load"]
     for key in ("instance_aid", "load_file_aid", "module_aid"):
         value = app.get(key)
         if value is None and key != "instance_aid":

@@ -49,3 +49,23 @@ def test_a_subscriber_switches_provider_make_before_break_and_the_card_agrees(sw
     old, new = Contract.objects.get(pk=s.contract.pk), Contract.objects.get(pk=switch.new_contract_id)
     assert (old.status, old.end_reason, new.status) == ("ended", "switched", "active")
     assert Consent.objects.get(grantee=s.new_provider, device=s.w.device).status == "granted"
+
+
+def test_the_application_file_already_on_the_card_is_not_loaded_again(sworld):
+    from tests.jobs.gateway import ISD_AID
+    from tests.switches.conftest import run_job
+
+    s = sworld
+    # the issuer's own application put the demo load file on the card, owned by the ISD
+    run_job(
+        s.w, s.w.sei_actor, "install_application", {"sd": ISD_AID, "instance_aid": "A0000001515350415051"}
+    )
+    switch = _request(s, new_sd_aid=NEW_SD, app={"instance_aid": APP})
+    s.run()
+    switch.refresh_from_db()
+    assert switch.state == "completed", (switch.error_code, switch.error_message)
+    from jobs.models import Job
+
+    install = Job.objects.get(kind="install_application", target_aid=APP)
+    assert install.params["load"] is False
+    assert APP in _card_aids(s)
