@@ -29,7 +29,7 @@ from switches.forms import SwitchForm
 from switches.models import ACTIVE_SWITCH_STATES, Switch, SwitchState
 from switches.services import forward_steps
 from tenants.access import Action, Actor, get_visible, visible_to
-from tenants.models import Contract, ContractStatus, Organisation
+from tenants.models import Consent, ConsentStatus, Contract, ContractStatus, Organisation
 
 # --- reads for the pages ----------------------------------------------------------------------
 
@@ -187,11 +187,26 @@ def _waiting_hint(switch: Switch, viewer: Actor, view: str) -> tuple[str, bool]:
             )
         return f"{new} loads its own keys; nobody else, not even Tessera, sees them.", False
     job = switch.current_job
-    if job is not None and job.state == JobState.AWAITING_CONSENT:
-        if viewer.subject.pk == switch.subscriber_id:
+    if job is None or job.state != JobState.AWAITING_CONSENT:
+        return "", False
+    if viewer.subject.pk == switch.subscriber_id:
+        asked = (
+            visible_to(Consent, viewer, Action.CONSENTS_VIEW)
+            .filter(
+                device_id=switch.device_id, grantee_id=switch.new_provider_id, status=ConsentStatus.PENDING
+            )
+            .exists()
+        )
+        if asked:
             return f"{new} needs your consent to continue: answer it on your Consents page.", True
-        return "Waiting for the subscriber's consent.", False
-    return "", False
+        return f"{new} needs your consent to continue; its request will appear on your Consents page.", True
+    if view == "new":
+        return (
+            f"Your job waits for the subscriber's consent to your security domain {switch.new_sd_aid}: "
+            "ask for it (a consent request) if you have not yet.",
+            False,
+        )
+    return "Waiting for the subscriber's consent.", False
 
 
 def checklist(switch: Switch, view: str) -> list[dict[str, str]]:

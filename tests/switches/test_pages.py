@@ -197,6 +197,10 @@ def test_the_old_provider_gets_404_while_it_runs_and_sees_only_lost_after_comple
     assert "hx-trigger" not in body  # nothing more to follow
     listing = text(supplier.get("/o/supplier/switches/"))
     assert str(switch.pk) in listing and NEW_NAME not in listing
+    ended = text(supplier.get(f"/o/supplier/contracts/{s.contract.pk}/"))
+    assert "moved to another provider" in ended and "Lost" in ended
+    for needle in (NEW_NAME, "greenco"):
+        assert needle not in ended, needle
 
     # the subscriber: all steps done, the old contract among the past ones, the new one in force
     home = client(s, "home")
@@ -251,6 +255,30 @@ def test_the_issuer_reassigns_a_leased_device_with_the_same_form(s):
     page = text(home.get(f"/o/home/switches/{switch.pk}/"))
     assert f"{NEW_NAME} needs your consent to continue" in page and 'href="/o/home/consents/"' in page
     assert "Waiting for the subscriber" in text(client(s, "sei").get(f"/o/sei/switches/{switch.pk}/"))
+    # a refusal rolls the switch back: the page says nothing changed and marks the step that failed
+    from tenants.consent import consent_request
+
+    assert "ask for it (a consent request)" in text(
+        client(s, "greenco").get(f"/o/greenco/switches/{switch.pk}/")
+    )
+    consent = consent_request(
+        actor=s.new_provider_actor,
+        device=s.w.device,
+        purpose="Electricity supply",
+        scopes=["own_security_domain"],
+        duration_days=None,
+        sd_aid=switch.new_sd_aid,
+    )
+    assert "answer it on your Consents page" in text(home.get(f"/o/home/switches/{switch.pk}/"))
+    assert home.post(f"/o/home/consents/{consent.pk}/deny/").status_code == 302
+    s.run()
+    switch.refresh_from_db()
+    assert switch.state == "rolled_back", (switch.state, switch.log)
+    page = text(home.get(f"/o/home/switches/{switch.pk}/"))
+    assert f"Not switched: nothing changed, {OLD_NAME} keeps serving." in page
+    assert 'class="step-failed"' in page and "Undone: the device is as before" in page
+    assert "hx-trigger" not in page
+    assert Contract.objects.get(pk=s.contract.pk).status == "active"
 
 
 SUBSCRIBER_BAD_INPUT = [
