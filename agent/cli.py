@@ -378,19 +378,21 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace, config: Any, key: Any) -> int:
     from agent.backends import open_configured_backend
+    from agent.cardaccess import CardAccess
     from agent.journal import Journal
-    from agent.localapi import CardAccess, LocalApiServer
     from agent.runner import Runner, install_signal_handlers
     from agent.transport import HttpTransport
 
     journal = Journal(config.journal)
-    # The runner and the local API share the card through one lock (agent.localapi.CardAccess).
+    # The runner and the local API share the card through one lock (agent.cardaccess.CardAccess).
     backend = CardAccess(open_configured_backend(config))
     transport = HttpTransport(config, key)
     runner = Runner(config, transport, backend, journal)
-    localapi: LocalApiServer | None = None
+    localapi: Any = None
     try:
         if config.localapi is not None and not args.once:
+            from agent.localapi import LocalApiServer  # its HTTP server modules only when configured
+
             localapi = LocalApiServer(config.localapi, backend).start()
         if args.once:
             runner.resume()

@@ -19,9 +19,8 @@
 2. The agent's resident memory while idle-polling a real portal: the portal in its embedded mode
    (``manage.py migrate`` on a temporary SQLite database, then daphne on a free port); the agent
    runs as on a gateway, from a fresh virtualenv holding only its wheel (packaging/agent, with the
-   ``pkcs11`` extra) and the dependencies it declares — the project's venv would also load
-   packages the agent never needs (httpx imports click, rich and pygments when they are installed,
-   ~12 MiB). Two gateways provisioned with ``python -m agent init`` and enrolled through the device
+   ``pkcs11`` extra) and the dependencies it declares, as on a gateway — not the project's venv,
+   whose extra packages a gateway does not have. Two gateways provisioned with ``python -m agent init`` and enrolled through the device
    service — a file identity key with a soft SE (the trial set-up), and a TEE-style gateway: the
    identity key in the SoftHSM token and the token as the key store (``backend = "pkcs11:…"``) —
    each ``python -m agent run`` polling every second. VmRSS from

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 import stat
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,11 +72,51 @@ class TokenProbeError(TokenError):
 
 
 def _pkcs11() -> Any:
+    if "pkcs11" not in sys.modules:
+        _defer_util_modules()
     try:
         import pkcs11
     except ImportError:  # pragma: no cover - a dependency of the agent
         raise ConfigError("token: needs the python-pkcs11 package (pip install python-pkcs11)") from None
+    util = sys.modules.get("pkcs11.util")
+    for name in _DEFERRED:
+        module = sys.modules.get(f"pkcs11.util.{name}")
+        if util is not None and module is not None and not hasattr(util, name):
+            setattr(util, name, module)
     return pkcs11
+
+
+# python-pkcs11's package imports its key-encoding helpers (pkcs11.util.dh, dsa, ec, rsa, x509) and
+# with them asn1crypto: ~3.5 MiB of an idle gateway agent's memory for functions the agent never
+# calls (it reads EC points and writes templates itself). Each helper module is registered as a
+# placeholder that executes the real module the first time anything in it is used — any caller
+# still gets the genuine functions. Nothing is deferred when the layout is not the expected one.
+_DEFERRED = ("dh", "dsa", "ec", "rsa", "x509")
+
+
+def _defer_util_modules() -> None:
+    import importlib.machinery
+    import importlib.util
+    import types
+
+    top = importlib.util.find_spec("pkcs11")  # finds the package without executing it
+    if top is None or not top.submodule_search_locations:
+        return
+    util_path = [os.path.join(location, "util") for location in top.submodule_search_locations]
+    for name in _DEFERRED:
+        full = f"pkcs11.util.{name}"
+        spec = importlib.machinery.PathFinder.find_spec(full, util_path)
+        if spec is None or spec.loader is None or full in sys.modules:
+            continue
+        module = importlib.util.module_from_spec(spec)
+
+        def load(attr: str, module: types.ModuleType = module, spec: Any = spec) -> Any:
+            del module.__dict__["__getattr__"]
+            spec.loader.exec_module(module)
+            return getattr(module, attr)
+
+        module.__getattr__ = load  # type: ignore[method-assign]  # PEP 562: missing names only
+        sys.modules[full] = module
 
 
 def read_pin_file(path: Path) -> str:

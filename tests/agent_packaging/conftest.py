@@ -56,7 +56,8 @@ def provision(
     out = run_agent("init", "--config", str(config), "--server", server, "--serial", serial, *extra, env=env)
     assert out.returncode == 0, out.stderr
     init = json.loads(out.stdout)
-    Path(init["isd_keys_file"]).unlink()  # the SE issuer imported it (the doctor warns otherwise)
+    if init.get("isd_keys_file"):  # a soft SE's (a token backend has none)
+        Path(init["isd_keys_file"]).unlink()  # the SE issuer imported it (the doctor warns otherwise)
     return Provisioned(directory, config, init)
 
 

@@ -267,3 +267,43 @@ def test_a_token_gateway_passes_and_a_wrong_pin_fails_the_token_check(
     assert code == EXIT_DOCTOR_FAILED, stdout
     assert statuses["token"] == ["FAIL"] and statuses["signature"] == ["FAIL"], stdout
     assert "PIN" in stdout or "pin" in stdout
+
+
+def test_a_gateway_whose_token_is_the_key_store_passes(
+    live_server: Any, manufacturer: Any, tmp_path: Path
+) -> None:
+    """``[token]`` with ``backend = "pkcs11:LABEL"`` (no identity_key, no soft SE): the doctor signs
+    through the token (agent.config.load_identity) and opens the token backend
+    (agent.backends.open_configured_backend)."""
+    from tests.conftest import service_unavailable
+    from tests.support.softhsm import SoftHsm, softhsm_library
+
+    library = softhsm_library()
+    if library is None:
+        service_unavailable("SoftHSMv2 (softhsm2-util and its module) is not installed")
+    hsm = SoftHsm.create(library, tmp_path / "hsm")
+    hsm.init_token("gw-tee")
+    env = {"SOFTHSM2_CONF": str(hsm.conf)}
+    pin = tmp_path / "token.pin"
+    pin.write_text(hsm.pin + "\n")
+    pin.chmod(0o600)
+    gw = provision(
+        tmp_path / "gw", live_server.url, "GW-TEE-1",
+        "--token-module", library, "--token-label", "gw-tee", "--token-pin-file", str(pin),
+        "--backend", "pkcs11:gw-tee",
+        env=env,
+    )  # fmt: skip
+    assert "identity_key" not in gw.config.read_text()
+    enrol(manufacturer, gw)
+    code, stdout, statuses = _doctor(gw.config, env=env)
+    assert code == 0, stdout
+    assert statuses == {
+        "config": ["OK"],
+        "token": ["OK"],
+        "reachability": ["OK"],
+        "clock": ["OK"],
+        "signature": ["OK"],
+        "backend": ["OK"],
+    }, stdout
+    assert "backend pkcs11" in stdout and "pkcs11: key store" in stdout
+    assert f"key id {gw.init['key_id']}" in stdout
