@@ -57,10 +57,13 @@ __all__ = [
     "decode_op",
     "decode_result",
     "encode_op",
+    "envelope_signed_data",
     "encode_result",
     "execute",
     "kcv_of",
+    "key_check_value",
     "sd_prefix",
+    "sign_envelope",
 ]
 
 SW_OK = b"\x90\x00"
@@ -74,6 +77,7 @@ _OUTCOMES = {
     "list": {"listed"},
 }
 _AID = re.compile(r"(?:[0-9A-F]{2}){5,16}")
+ENVELOPE_SIG_CONTEXT = b"tessera-envelope-sig/v1"
 
 
 class TokenOpError(ValueError):
@@ -87,8 +91,37 @@ def sd_prefix(aid: str) -> str:
     return f"tessera/sd/{aid}/"
 
 
+def envelope_signed_data(envelope: tokenwrap.Envelope, device_id: bytes) -> bytes:
+    """What a provider's OCE key signs for a confidential envelope (docs/tee-bridge.md §8.3):
+    ``"tessera-envelope-sig/v1" ‖ len(device id) ‖ device id ‖ canonical JSON of the envelope``."""
+    if not 1 <= len(device_id) <= 16:
+        raise TokenOpError("a device id is 1-16 bytes")
+    return ENVELOPE_SIG_CONTEXT + bytes([len(device_id)]) + device_id + _canonical(envelope.to_json())
+
+
+def sign_envelope(private_key: Any, envelope: tokenwrap.Envelope, device_id: bytes) -> str:
+    """The provider's tooling: ECDSA P-256 / SHA-256 (DER, hex) of :func:`envelope_signed_data`."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return (
+        private_key.sign(envelope_signed_data(envelope, device_id), ec.ECDSA(hashes.SHA256())).hex().upper()
+    )
+
+
 def kcv_of(cmac_zero: bytes) -> str:
     return cmac_zero[:3].hex().upper()
+
+
+def key_check_value(key: bytes) -> str:
+    """The KCV of a key the token holds, computed in software (the portal's and the provider's side):
+    the first 3 bytes of AES-CMAC_K(16 zero bytes), 6 upper-case hex digits."""
+    from cryptography.hazmat.primitives import cmac
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
+    c = cmac.CMAC(algorithms.AES(key))
+    c.update(KCV_BLOCK)
+    return kcv_of(c.finalize())
 
 
 def _canonical(obj: dict[str, Any]) -> bytes:

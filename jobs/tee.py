@@ -38,8 +38,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives import cmac, serialization
-from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -92,10 +91,8 @@ def is_tee(se: SecureElement) -> bool:
 
 
 def key_check_value(key: bytes) -> str:
-    """The KCV of a key held in a token: AES-CMAC_K(16 zero bytes), first 3 bytes (agent.tokenops)."""
-    c = cmac.CMAC(algorithms.AES(key))
-    c.update(tokenops.KCV_BLOCK)
-    return tokenops.kcv_of(c.finalize())
+    """The KCV of a key held in a token (:func:`agent.tokenops.key_check_value`)."""
+    return tokenops.key_check_value(key)
 
 
 def receive_point(se: SecureElement) -> bytes:
@@ -114,18 +111,30 @@ def receive_point(se: SecureElement) -> bytes:
 
 
 def clean_load_keys(se: SecureElement, sd: SecurityDomain, params: dict[str, Any]) -> tuple[dict, bytes]:
-    """A provider's envelope for ``sd`` on the TEE ``se``: ``{sd, envelope, kcv}``.
+    """A provider's envelope for ``sd`` on the TEE ``se``: ``{sd, envelope, kcv, certificates, signature}``.
 
     The envelope (made by the provider's tooling with ``gp.tokenwrap.wrap_for_token`` to the TEE's
     registered receive key) must name ``tessera/sd/<AID>/<KVN>`` of this SD; ``kcv`` is the key's
-    check value (:func:`key_check_value`, 6 hex digits). Returns the job's params and the envelope
-    bytes to keep sealed with the job (they are not secret, but stay out of params and logs).
+    check value (:func:`key_check_value`, 6 hex digits); ``signature`` is the provider's OCE key's
+    ECDSA signature (DER, hex) of :func:`agent.tokenops.envelope_signed_data` for this device, and
+    ``certificates`` its OCE chain (hex, leaf last), which must verify to the CA that certified the
+    TEE's receive key — the checks an SE's key-loading package gets (``oce_chain_invalid``,
+    ``oce_certificate_unknown``, ``oce_certificate_revoked``; 409 ``no_casd_certificate``), plus
+    ``envelope_signature_invalid``. Returns the job's params and the envelope bytes to keep sealed
+    with the job (they are not secret, but stay out of params and logs).
     """
-    allowed = {"sd", "envelope", "kcv"}
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from gp import gpcert
+    from jobs.confidential import _check_oce_chain
+
+    allowed = {"sd", "envelope", "kcv", "certificates", "signature"}
     unknown = set(params) - allowed
     if unknown:
         raise InvalidJobRequest(
-            "load_keys_confidential on a TEE takes sd, envelope and kcv.",
+            "load_keys_confidential on a TEE takes sd, envelope, kcv, certificates and signature.",
             fields={k: ["unknown"] for k in sorted(unknown)},
         )
     try:
@@ -154,8 +163,55 @@ def clean_load_keys(se: SecureElement, sd: SecurityDomain, params: dict[str, Any
         receive_point(se)
     except tokenwrap.EnvelopeError as e:
         raise InvalidJobRequest(str(e), fields={"sd": ["no_receive_key"]}) from None
-    clean = {"sd": sd.aid, "kvn": kvn, "key_length": envelope.key_length, "kcv": kcv.upper()}
+    certificates = params.get("certificates")
+    if (
+        not isinstance(certificates, list)
+        or not 1 <= len(certificates) <= 4
+        or not all(isinstance(c, str) and _is_hex(c, 2048) for c in certificates)
+    ):
+        raise InvalidJobRequest(
+            "certificates must be the OCE certificate chain: 1-4 certificates in hex, leaf last.",
+            fields={"certificates": ["invalid"]},
+        )
+    signature = params.get("signature")
+    if not isinstance(signature, str) or not _is_hex(signature, 80):
+        raise InvalidJobRequest(
+            "signature must be the OCE key's ECDSA signature (DER) of the envelope, in hex.",
+            fields={"signature": ["invalid"]},
+        )
+    chain = [bytes.fromhex(c) for c in certificates]
+    leaf_row = _check_oce_chain(se, chain, field="certificates", what="envelope's")
+    leaf = gpcert.parse_certificate(chain[-1])
+    try:
+        leaf.public_key.verify(
+            bytes.fromhex(signature),
+            tokenops.envelope_signed_data(envelope, bytes.fromhex(se.serial)),
+            ec.ECDSA(hashes.SHA256()),
+        )
+    except (InvalidSignature, ValueError):
+        raise InvalidJobRequest(
+            "The envelope's signature does not verify with the OCE certificate (made for another "
+            "device, altered, or signed by another key).",
+            code="envelope_signature_invalid",
+            fields={"signature": ["invalid"]},
+        ) from None
+    clean = {
+        "sd": sd.aid,
+        "kvn": kvn,
+        "key_length": envelope.key_length,
+        "kcv": kcv.upper(),
+        "oce_certificate": str(leaf_row.pk),
+        "oce_org": leaf_row.subject_org.slug if leaf_row.subject_org_id else "",
+    }
     return clean, json.dumps(envelope.to_json()).encode()
+
+
+def _is_hex(value: str, max_bytes: int) -> bool:
+    return (
+        0 < len(value) <= 2 * max_bytes
+        and len(value) % 2 == 0
+        and all(c in "0123456789abcdefABCDEF" for c in value)
+    )
 
 
 # --- compiling ----------------------------------------------------------------------------------

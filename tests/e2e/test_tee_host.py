@@ -108,6 +108,7 @@ def test_a_tee_hosts_security_domains_like_an_se(stack: Stack, tmp_path: Path) -
         )  # fmt: skip
         assert r.status_code == 201, r.text
         assert r.json()["kind"] == "tee"
+        assert r.json()["casd"]["state"] == "certified", r.json()  # the CA certified the receive key
     enrolled = time.monotonic()
 
     runs: list[str] = []
@@ -154,17 +155,25 @@ def test_a_tee_hosts_security_domains_like_an_se(stack: Stack, tmp_path: Path) -
 
     # 2. load keys confidentially: the provider's own envelope to the token's registered receive key
     sys.path.insert(0, str(ROOT))
+    from agent.tokenops import key_check_value, sign_envelope
     from gp import tokenwrap
     from gp.sessionkeys import derive_session_key
-    from jobs.tee import key_check_value
+    from tests.support.ca import make_csr
 
+    oce_key, csr = make_csr(common_name="provider OCE")
+    with stack.api("provider") as c:  # the provider's OCE certificate from the CA
+        r = c.post("/orgs/provider/certificates/csr/", json={"csr": csr})
+    assert r.status_code == 201, r.text
+    chain = [r.json()["gp_hex"]]
     provider_key = os.urandom(32)
     envelope = tokenwrap.wrap_for_token(
         provider_key, bytes.fromhex(init["receive_public_key"]), tokenwrap.master_key_label(AID, 0x40)
     )
+    signature = sign_envelope(oce_key, envelope, bytes.fromhex(init["se"]["serial"]))
     job = step(
         "confidential", "provider", "provider", "load_keys_confidential",
-        {"sd": AID, "envelope": envelope.to_json(), "kcv": key_check_value(provider_key)},
+        {"sd": AID, "envelope": envelope.to_json(), "kcv": key_check_value(provider_key),
+         "certificates": chain, "signature": signature},
     )  # fmt: skip
     status, local = _local_key(sock, "meter.reading", 101)
     assert status == 200, local

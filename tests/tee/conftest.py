@@ -141,6 +141,23 @@ class TeeWorld:
     device: Any
     se: Any
     gateway: TeeGateway
+    oce_key: Any = None
+    oce_chain: list[str] = field(default_factory=list)
+
+    def confidential(
+        self, envelope: Any, kcv: str, *, key: Any = None, device_id: bytes | None = None
+    ) -> dict:
+        """load_keys_confidential params: the envelope signed by the provider's OCE key for this device."""
+        signature = tokenops.sign_envelope(
+            key or self.oce_key, envelope, device_id or self.gateway.token.device_id()
+        )
+        return {
+            "sd": envelope.label.split("/")[2],
+            "envelope": envelope.to_json(),
+            "kcv": kcv,
+            "certificates": list(self.oce_chain),
+            "signature": signature,
+        }
 
 
 @pytest.fixture
@@ -201,6 +218,19 @@ def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any)
         secure_element=enrolment.secure_element,
         casd_der=casd_public_key_der(token.receive_public_point().hex()),
     )
+    # The CA certifies the token's receive key (as an SE's CASD key); the provider has an OCE key.
+    from keys import ca as ca_services
+    from tests.support.ca import ca_actor, make_ca, make_csr
+
+    ca_services.casd_certify(
+        actor=ca_actor(),
+        secure_element=enrolment.secure_element,
+        public_key=token.receive_public_point(),
+        ca=make_ca(),
+    )
+    provider_actor = Actor(user=users["supplier"], org=provider, member_role=MemberRole.OWNER)
+    oce_key, csr = make_csr()
+    oce = ca_services.oce_request(actor=provider_actor, csr_pem=csr)
     device.refresh_from_db()
     return TeeWorld(
         sei=sei,
@@ -215,8 +245,10 @@ def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any)
             on_behalf_of=sei,
             mandate=Mandate.objects.get(grantor=sei, grantee=tsm),
         ),
-        provider_actor=Actor(user=users["supplier"], org=provider, member_role=MemberRole.OWNER),
+        provider_actor=provider_actor,
         device=device,
         se=enrolment.secure_element,
         gateway=gateway,
+        oce_key=oce_key,
+        oce_chain=[bytes(oce.gp_der).hex().upper()],
     )

@@ -52,9 +52,10 @@ def test_create_load_confidential_derive_rotate_read_and_delete(teeworld):
     # load keys confidentially: the provider's own envelope (version 0x40), Tessera relays it
     provider_key = os.urandom(32)
     envelope = tokenwrap.wrap_for_token(provider_key, token.receive_public_point(), f"tessera/sd/{AID}/40")
-    params = {"sd": AID, "envelope": envelope.to_json(), "kcv": key_check_value(provider_key)}
+    params = world.confidential(envelope, key_check_value(provider_key))
     job = _run(world, world.provider_actor, "load_keys_confidential", params)
     assert job.state == JobState.SUCCEEDED, (job.error_code, job.error_message)
+    assert job.params["oce_org"] == "supplier"
     mk = _active(AID)
     assert (mk.kvn, mk.custody, mk.key_length, bytes(mk.sealed)) == (0x40, KeyCustody.PROVIDER, 32, b"")
     assert [k.label for k in token.list_keys()] == [f"tessera/sd/{AID}/40"]
@@ -117,8 +118,12 @@ def test_a_confidential_envelope_for_another_device_fails_and_records_nothing(te
     elsewhere = softhsm_tee["tokens"]["tee-b"].receive_public_point()
     key = os.urandom(16)
     envelope = tokenwrap.wrap_for_token(key, elsewhere, f"tessera/sd/{AID}/40")
-    params = {"sd": AID, "envelope": envelope.to_json(), "kcv": key_check_value(key)}
-    job = _run(world, world.provider_actor, "load_keys_confidential", params)
+    job = _run(
+        world,
+        world.provider_actor,
+        "load_keys_confidential",
+        world.confidential(envelope, key_check_value(key)),
+    )
     assert (job.state, job.error_code) == (JobState.FAILED, "envelope_rejected")
     assert _active(AID).kvn == 0x30
     assert [k.label for k in world.gateway.token.list_keys()] == [f"tessera/sd/{AID}/30"]
@@ -131,53 +136,90 @@ def test_a_wrong_declared_kcv_fails_and_the_token_keeps_only_the_old_key(teeworl
     envelope = tokenwrap.wrap_for_token(
         key, world.gateway.token.receive_public_point(), f"tessera/sd/{AID}/40"
     )
-    job = _run(
-        world,
-        world.provider_actor,
-        "load_keys_confidential",
-        {"sd": AID, "envelope": envelope.to_json(), "kcv": "ABCDEF"},
-    )
+    job = _run(world, world.provider_actor, "load_keys_confidential", world.confidential(envelope, "ABCDEF"))
     assert (job.state, job.error_code) == (JobState.FAILED, "kcv_mismatch")
     assert _active(AID).kvn == 0x30
     assert [k.label for k in world.gateway.token.list_keys()] == [f"tessera/sd/{AID}/30"]
 
 
-@pytest.mark.parametrize(
-    ("params", "field"),
-    [
-        ({"sd": AID, "kcv": "ABCDEF"}, "envelope"),
-        ({"sd": AID, "envelope": "x", "kcv": "ABCDEF"}, "envelope"),
-        ({"sd": AID, "kcv": "XYZ", "envelope": None}, "kcv"),
-        ({"sd": AID, "kcv": "ABCDEF", "envelope": None, "package": "00"}, "package"),
-    ],
-)
-def test_bad_confidential_requests_name_the_field(teeworld, params, field):
-    world = teeworld
-    _run(world, world.tsm_for_sei, "create_security_domain", {"aid": AID, "owner": "supplier"})
-    if params.get("envelope") is None and "envelope" in params:
-        key = os.urandom(16)
-        params["envelope"] = tokenwrap.wrap_for_token(
-            key, world.gateway.token.receive_public_point(), f"tessera/sd/{AID}/40"
-        ).to_json()
+def _valid_params(world, kvn=0x40):
+    key = os.urandom(16)
+    envelope = tokenwrap.wrap_for_token(
+        key, world.gateway.token.receive_public_point(), f"tessera/sd/{AID}/{kvn:02X}"
+    )
+    return world.confidential(envelope, key_check_value(key))
+
+
+def _refused(world, params):
     with pytest.raises(InvalidJobRequest) as info:
         job_request(
             actor=world.provider_actor, device=world.device, kind="load_keys_confidential", params=params
         )
-    assert field in (info.value.fields or {})
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"envelope": "x"}, "envelope"),
+        ({"kcv": "XYZ"}, "kcv"),
+        ({"certificates": []}, "certificates"),
+        ({"certificates": ["zz"]}, "certificates"),
+        ({"signature": ""}, "signature"),
+        ({"package": "00"}, "package"),
+    ],
+)
+def test_bad_confidential_requests_name_the_field(teeworld, change, field):
+    _run(teeworld, teeworld.tsm_for_sei, "create_security_domain", {"aid": AID, "owner": "supplier"})
+    error = _refused(teeworld, {**_valid_params(teeworld), **change})
+    assert field in error.fields
+
+
+def test_the_envelope_must_be_signed_by_a_certified_oce_key_for_this_device(teeworld):
+    world = teeworld
+    _run(world, world.tsm_for_sei, "create_security_domain", {"aid": AID, "owner": "supplier"})
+    key = os.urandom(16)
+    envelope = tokenwrap.wrap_for_token(
+        key, world.gateway.token.receive_public_point(), f"tessera/sd/{AID}/40"
+    )
+    # signed for another device
+    params = world.confidential(envelope, key_check_value(key), device_id=bytes(8))
+    assert _refused(world, params).code == "envelope_signature_invalid"
+    # signed by a key that is not the certificate's
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    params = world.confidential(envelope, key_check_value(key), key=ec.generate_private_key(ec.SECP256R1()))
+    assert _refused(world, params).code == "envelope_signature_invalid"
+    # an altered envelope (another KVN) under the original signature
+    good = world.confidential(envelope, key_check_value(key))
+    other = tokenwrap.wrap_for_token(key, world.gateway.token.receive_public_point(), f"tessera/sd/{AID}/41")
+    assert _refused(world, {**good, "envelope": other.to_json()}).code == "envelope_signature_invalid"
+    # a certificate the CA did not issue (its last byte altered)
+    chain = [world.oce_chain[0][:-2] + ("00" if world.oce_chain[0][-2:] != "00" else "11")]
+    assert _refused(world, {**good, "certificates": chain}).code == "oce_chain_invalid"
+    # a revoked OCE certificate
+    from keys import ca as ca_services
+    from keys.models import Certificate
+    from tests.support.ca import ca_actor
+
+    cert = Certificate.objects.get(kind="oce", subject_org=world.provider)
+    ca_services.certificate_revoke(actor=ca_actor(), certificate=cert, reason="key_compromise")
+    assert _refused(world, good).code == "oce_certificate_revoked"
+    # nothing reached the token
+    assert [k.label for k in world.gateway.token.list_keys()] == [f"tessera/sd/{AID}/30"]
 
 
 def test_an_envelope_for_another_sd_is_refused_at_request(teeworld):
     world = teeworld
     _run(world, world.tsm_for_sei, "create_security_domain", {"aid": AID, "owner": "supplier"})
+    key = os.urandom(16)
     envelope = tokenwrap.wrap_for_token(
-        os.urandom(16), world.gateway.token.receive_public_point(), "tessera/sd/A0000001515350CC03/40"
+        key, world.gateway.token.receive_public_point(), "tessera/sd/A0000001515350CC03/40"
     )
+    params = {**world.confidential(envelope, key_check_value(key)), "sd": AID}
     with pytest.raises(InvalidJobRequest, match="this security domain"):
         job_request(
-            actor=world.provider_actor,
-            device=world.device,
-            kind="load_keys_confidential",
-            params={"sd": AID, "envelope": envelope.to_json(), "kcv": "ABCDEF"},
+            actor=world.provider_actor, device=world.device, kind="load_keys_confidential", params=params
         )
 
 
