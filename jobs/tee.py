@@ -25,11 +25,13 @@ Each job is one work item. Every operation is idempotent by outcome (a key alrea
 simply sent again as a new attempt, bounded by ``max_attempts``; the records change only once the
 token's answer is in.
 
-Envelope authenticity: a portal-held key's envelope is made by the worker and reaches the device
-only inside the authenticated exchange (TLS, the device's signed requests, the portal's answer to
-them), exactly as an SE's SCP03-wrapped PUT KEY does. A confidential envelope is the provider's;
-its key confirmation tag binds it to the device's receive key and to the label (SD, KVN), and the
-declared KCV must match what the token computed before anything is recorded.
+Envelope authenticity (docs/tee-bridge.md §8.4): a portal-held key's envelope is made by the worker
+and reaches the device only inside the authenticated exchange (TLS, the device's signed requests,
+the portal's answer to them), exactly as an SE's SCP03-wrapped PUT KEY does. A confidential
+envelope is the provider's: it must carry the provider's OCE signature with a chain that verifies
+to the CA that certified the TEE's receive key (:func:`clean_load_keys`); its key confirmation tag
+binds it to the device's receive key and to the label (SD, KVN), and the token keeps the key only
+if its KCV is the one the provider declared.
 """
 
 from __future__ import annotations
