@@ -29,16 +29,28 @@ class Fleet:
     new_provider: Any
     new_provider_actor: Any
     subscriber: Any
-    broken: set[str] = field(default_factory=set)  # serials whose card answers 6A80 to everything
+    broken: set[str] = field(default_factory=set)  # serials whose card answers 6A80 (see break_card)
 
     @property
     def serials(self) -> list[str]:
         return [d.serial for d in self.devices]
 
-    def break_card(self, serial: str) -> None:
-        """The card of ``serial`` answers an error to every command from now on."""
+    def break_card(self, serial: str, *, during: str | None = "create_sd") -> None:
+        """The card of ``serial`` answers 6A80 to every command while its switch is at step
+        ``during`` going forward (a card error at that step: the saga undoes it cleanly), or from now
+        on whatever runs when ``during`` is None."""
+        from switches.models import Switch
+
         card = self.gateways[serial].card
-        card.transmit = lambda apdu: ERROR_SW  # type: ignore[method-assign]
+        real = card.transmit
+
+        def transmit(apdu: bytes) -> bytes:
+            if during is None:
+                return ERROR_SW
+            at_step = Switch.objects.filter(device__serial=serial, state="running", step=during).exists()
+            return ERROR_SW if at_step else real(apdu)
+
+        card.transmit = transmit  # type: ignore[method-assign]
         self.broken.add(serial)
 
     def run(self, rounds: int = 400, until: Callable[[], bool] | None = None) -> int:
