@@ -148,7 +148,19 @@ def pg_statements(port: int, db: str) -> dict[str, int]:
         ).fetchall()
     total = sum(int(n) for _, n in rows)
     control = sum(int(n) for q, n in rows if q.lstrip().upper().startswith(TX_CONTROL))
-    return {"all": total, "tx_control": control, "sql": total - control}
+    by_table: dict[str, int] = {}
+    for query, calls in rows:
+        words = " ".join(query.split()).split(" ")
+        verb = words[0].upper()
+        table = ""
+        for i, w in enumerate(words[:-1]):
+            if w.upper() in ("FROM", "INTO") or (w.upper() == "UPDATE" and i == 0):
+                table = words[i + 1].strip('"(').split('"."')[-1].strip('"')
+                break
+        key = f"{verb} {table}".strip() if not verb.startswith(TX_CONTROL) else "transaction control"
+        by_table[key] = by_table.get(key, 0) + int(calls)
+    top = sorted(by_table.items(), key=lambda kv: -kv[1])[:12]
+    return {"all": total, "tx_control": control, "sql": total - control, "top": top}
 
 
 # --- the stack ----------------------------------------------------------------------------------

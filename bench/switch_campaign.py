@@ -367,6 +367,8 @@ def _report(args: Any, window: int, switch: dict[str, Any], noop: dict[str, Any]
     sql = switch["sql"]
     print(f"    SQL statements per switched device: {sql['all'] / max(done, 1):.0f} "
           f"({sql['sql'] / max(done, 1):.0f} without BEGIN/COMMIT/SAVEPOINT/RELEASE)")  # fmt: skip
+    print("      by statement and table, per switched device: "
+          + ", ".join(f"{k} {v / max(done, 1):.0f}" for k, v in sql.get("top", [])))  # fmt: skip
     cpu = switch["cpu"]
     print(
         "    CPU s per switched device: " + ", ".join(f"{k} {v / max(done, 1):.2f}" for k, v in cpu.items())
@@ -388,6 +390,8 @@ def _report(args: Any, window: int, switch: dict[str, Any], noop: dict[str, Any]
         nsql = noop["sql"]
         print(f"    SQL statements per job: {nsql['all'] / max(jobs, 1):.0f} ({nsql['sql'] / max(jobs, 1):.0f} "
               f"without transaction control) = {nsql['all'] / max(jobs, 1) * jobs_per_switch:.0f} per device")  # fmt: skip
+        print("      by statement and table, per job: "
+              + ", ".join(f"{k} {v / max(jobs, 1):.1f}" for k, v in nsql.get("top", [])))  # fmt: skip
         print(
             "    CPU s per job: " + ", ".join(f"{k} {v / max(jobs, 1):.3f}" for k, v in noop["cpu"].items())
         )
