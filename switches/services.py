@@ -251,8 +251,9 @@ def switch_request(
     actor sees the device (the caller resolved it). Refused (409 ``switch_running``) while another
     switch of this device runs; 400 for a provider that is not one, the same provider, no contract
     in force, an AID already on the card. Effects: a pending contract for the new provider (same
-    terms), for a subscriber's request its consent for the new provider's SD, the switch in
-    ``running`` and its first job requested.
+    terms); for a subscriber's request its consent for the new provider's SD, for an issuer's on a
+    contract that needs consent the new provider's consent request to the subscriber; the switch
+    in ``running`` and its first job requested.
     """
     se = device.secure_elements.select_related("issuer").first()
     if se is None:
@@ -342,6 +343,19 @@ def switch_request(
                 state=SwitchState.RUNNING,
                 step="create_sd",
             )
+            if initiator == Initiator.ISSUER and new.consent_required and device.subscriber_id:
+                # The subscriber decides: the new provider's request for its SD is put to it now
+                # (its work waits in awaiting_consent; a denial rolls the switch back).
+                from tenants.consent import consent_request
+
+                consent_request(
+                    actor=_new_provider_side(switch),
+                    device=device,
+                    purpose=old.service,
+                    scopes=["own_security_domain"],
+                    duration_days=None,
+                    sd_aid=aid,
+                )
             if initiator == Initiator.SUBSCRIBER and new.consent_required:
                 # Choosing the new provider is the subscriber's consent to its security domain.
                 Consent.objects.create(

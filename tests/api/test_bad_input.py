@@ -547,6 +547,28 @@ ENDPOINTS.update(
 )
 
 
+ENDPOINTS.update(
+    {
+        # The SE issuer reassigns the subscriber's device (issuer-initiated: always allowed; the new
+        # provider's work then waits for the subscriber's consent).
+        ("api:switch-list", "post"): Endpoint(
+            "post",
+            lambda w: "/api/v1/orgs/owner-sei/switches/",
+            "owner",
+            {
+                "device": STR,
+                "new_provider": SLUG,
+                "service": STR,
+                "new_sd_aid": STR,
+                "keys_mode": CHOICE,
+                "app": DICT,
+            },
+            lambda w: {"device": "MTR-0001", "new_provider": "stranger-sp", "keys_mode": "portal"},
+        ),
+    }
+)
+
+
 INT, FRACTION = "int", "fraction"
 WRONG_TYPES[INT] = [True, "ten", [], {"a": 1}, None, 1.5, 0, -1]
 WRONG_TYPES[FRACTION] = [True, "0.5", [], {"a": 1}, None, 1.5, -0.1]

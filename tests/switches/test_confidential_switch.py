@@ -161,22 +161,15 @@ def test_the_subscriber_may_not_switch_a_leased_kit(sworld):
 
 
 def test_an_issuer_switch_on_a_consent_contract_waits_for_the_subscriber_and_a_denial_rolls_back(sworld):
-    from tenants.consent import consent_request
-
     s = sworld
     issuer = Actor(user=s.w.users["sei"], org=s.w.sei, member_role=MemberRole.OWNER)
     switch = switch_request(actor=issuer, device=s.w.device, new_provider="greenco", keys_mode="portal")
     switch = _drive(s, switch, rounds=5)
     job = Job.objects.get(pk=switch.current_job_id)
     assert (switch.step, job.state) == ("create_sd", "awaiting_consent")
-    consent = consent_request(
-        actor=s.new_provider_actor,
-        device=s.w.device.serial,
-        purpose="Electricity supply",
-        scopes=["own_security_domain"],
-        duration_days=None,
-        sd_aid=switch.new_sd_aid,
-    )
+    # the new provider's request was put to the subscriber with the switch
+    consent = Consent.objects.get(grantee=s.new_provider, device=s.w.device, status="pending")
+    assert consent.sd_aid == switch.new_sd_aid
     consent_decide(actor=s.subscriber_actor, consent=consent, approve=False)
     switch = _drive(s, switch)
     assert switch.state == "rolled_back"
