@@ -223,6 +223,10 @@ def test_a_tee_hosts_security_domains_like_an_se(stack: Stack, tmp_path: Path) -
         == 0
     )
 
+    # the provider's key (and its AES schedule) is nowhere Tessera keeps or moves data: the database,
+    # Redis (and every command it received), the logs of every process, including the agents'
+    _assert_blind(stack, provider_key)
+
     # figures: per-operation timings from the agents' logs, and the duration of each step
     timings: dict[str, list[float]] = {}
     for name in runs:
@@ -237,3 +241,31 @@ def test_a_tee_hosts_security_domains_like_an_se(stack: Stack, tmp_path: Path) -
     }
     print("TEE-E2E-FIGURES", json.dumps(figures))
     (stack.tmp / "tee-e2e-figures.json").write_text(json.dumps(figures))
+
+
+def _assert_blind(stack: Stack, key: bytes) -> None:
+    """tests/e2e/blindness.py over the stack, with a planted marker proving the search finds what is there."""
+    import psycopg
+
+    from tests.e2e import blindness as B
+    from tests.e2e.conftest import PG_HOST, PG_PORT
+
+    marker = os.urandom(16)
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=stack.db_name) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS tee_blindness_canary (b bytea)")
+        conn.execute("INSERT INTO tee_blindness_canary VALUES (%s)", (marker,))
+    port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    monitor = stack.tmp / "redis-monitor.log"
+    sources: dict[str, bytes] = {}
+    sources.update(B.pg_sources(db_name=stack.db_name, host=PG_HOST, port=PG_PORT))
+    sources.update(B.redis_sources(port=port, directory=stack.tmp))
+    sources.update(B.monitor_source(monitor))
+    sources.update(B.file_sources([p for p in stack.tmp.glob("*.log") if p != monitor]))
+    assert any(n.endswith("worker.log") for n in sources) and any("agent-tee-" in n for n in sources)
+    try:
+        assert B.search([B.Secret("marker", marker)], sources), "the search finds nothing at all"
+        leaks = B.search(B.key_secrets("provider key", key), sources)
+        assert leaks == [], "\n".join(map(str, leaks))
+    finally:
+        with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=stack.db_name) as conn:
+            conn.execute("DROP TABLE tee_blindness_canary")
