@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 
 MAX_TARGETS = 10_000
 MAX_GROUPS = 1_000
+# Starts per tick at most: a tick holds the campaign's row lock, so a large budget is spent over
+# several short ticks (each enqueues the next) rather than in one long transaction.
+MAX_STARTS_PER_TICK = 50
 PROVIDER_ROLES = {OrgRole.SERVICE_PROVIDER, OrgRole.APPLICATION_PROVIDER}
 _SWITCH_TO_TARGET = {
     "completed": TargetState.COMPLETED,
@@ -596,11 +599,14 @@ def _start_some(campaign: Campaign, now: Any) -> tuple[int, int]:
     if budget <= 0:
         return 0, 0
     actor = _owner_side(campaign)
-    pending = (
+    pending = list(
         campaign.targets.filter(group=campaign.current_group, state=TargetState.PENDING)
         .select_related("device")
-        .order_by("position")[:budget]
+        .order_by("position")[: min(budget, MAX_STARTS_PER_TICK + 1)]
     )
+    if budget > MAX_STARTS_PER_TICK and len(pending) > MAX_STARTS_PER_TICK:
+        pending = pending[:MAX_STARTS_PER_TICK]
+        _request_tick(campaign)  # the rest of the budget, right after this tick commits
     started = skipped = 0
     for target in pending:
         if _start(campaign, target, actor, now):

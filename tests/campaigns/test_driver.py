@@ -242,3 +242,17 @@ def test_a_filter_selects_the_issuers_devices_under_the_old_providers_contract(f
     t = _targets(c2)
     assert c2.group_count == 2
     assert [t[s].group for s in fl.serials] == [1, 1, 1, 0, 0, 0]
+
+
+def test_a_large_budget_is_spent_over_several_short_ticks(fleet: Fleet, monkeypatch: Any) -> None:
+    import campaigns.services as services
+
+    fl = fleet
+    monkeypatch.setattr(services, "MAX_STARTS_PER_TICK", 2)
+    c = _create(fl, rate_per_minute=1000, max_in_flight=100)
+    Campaign.objects.filter(pk=c.pk).update(state="running")
+    # one tick starts two; with Celery eager, the tick it enqueues runs after it commits, and so on
+    first = campaign_tick(c.pk)
+    assert first["started"] == 2
+    assert Switch.objects.filter(campaign_id=c.pk).count() == 6
+    assert campaign_counts(c)["running"] == 6
