@@ -37,6 +37,7 @@ if its KCV is the one the provider declared.
 from __future__ import annotations
 
 import json
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -247,8 +248,6 @@ def _next_kvn(current: int) -> int:
 def _portal_key(job: Job, *, kvn: int, length: int) -> tuple[bytes, int]:
     """The job's new key, generated once and kept sealed in the beneficiary's vault, so every
     attempt sends the same key (the token may already hold it: outcome ``present``)."""
-    import os
-
     secrets = _secrets(job)
     if "new_key" not in secrets:
         secrets["new_key"] = os.urandom(length).hex()
