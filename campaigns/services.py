@@ -235,7 +235,7 @@ def _devices_by_filter(owner: Organisation, flt: Any) -> tuple[list[Device], dic
 
 def _clean_app(app: Any) -> dict[str, Any]:
     from switches.errors import SwitchRequestInvalid
-    from switches.services import _clean_app as clean_switch_app
+    from switches.services import clean_app as clean_switch_app
 
     try:
         return clean_switch_app(app)

@@ -195,7 +195,9 @@ def _provider(slug: Any) -> Organisation:
     return org
 
 
-def _clean_app(app: Any) -> dict[str, Any]:
+def clean_app(app: Any) -> dict[str, Any]:
+    """The ``app`` of a switch request, validated (``SwitchRequestInvalid`` otherwise); shared with
+    campaigns, which check it once for all their devices."""
     from jobs.services import AID_RE, _personalisation
 
     if app in (None, {}):
@@ -307,7 +309,7 @@ def switch_request(
     old_sds = SecurityDomain.objects.filter(secure_element=se, owner_id=old.provider_id, is_isd=False)
     if old.sd_aid:
         old_sds = old_sds.filter(aid=old.sd_aid)
-    clean_app = _clean_app(app)
+    app_params = clean_app(app)
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -339,7 +341,7 @@ def switch_request(
                 keys_mode=keys_mode,
                 new_sd_aid=aid,
                 old_sd_aids=sorted(old_sds.values_list("aid", flat=True)),
-                app=clean_app,
+                app=app_params,
                 state=SwitchState.RUNNING,
                 step="create_sd",
             )
