@@ -7,8 +7,11 @@ Enrolment (issue 4):
 - ``POST devices/batch/`` — a CSV or JSON file (multipart ``file``) or ``{"devices": [...]}``.
 - ``POST devices/<id>/suspend/`` and ``…/reactivate/`` — the manufacturer only.
 - ``POST secure-elements/`` {serial, kind?, cplc?, isd_aid, isd_keys: {enc, mac, dek, kvn?}, kvn,
-  i_param?, sequence_counter?, device?: {manufacturer, serial}} — an SE issuer registers an SE,
-  its ISD and the ISD key set (sealed in its vault). Answers show KCVs, never keys.
+  i_param?, sequence_counter?, device?: {manufacturer, serial}, casd_public_key?} — an SE issuer
+  registers an SE, its ISD and the ISD key set (sealed in its vault). Answers show KCVs, never
+  keys. A TEE (``kind: "tee"``) is registered without ``isd_keys``/``kvn``/``i_param``/
+  ``sequence_counter`` (400 ``isd_keys_not_for_tee`` when given; an SE without them is 400
+  ``isd_keys_required``); its ``casd_public_key`` is the token's receive key.
 - ``POST secure-elements/batch/`` — the same rows, as a file or ``{"secure_elements": [...]}``.
 
 Batches answer 200 with ``{created, failed, rows: [{row, serial, status, error, id?}]}`` when at
@@ -193,8 +196,11 @@ class DeviceReactivateView(_DeviceStatusView):
 
 
 def secure_element_from_row(actor: Actor, data: dict[str, Any]) -> key_services.SecureElementEnrolment:
-    keys = key_services.static_keys_from_hex(
-        enc=data["isd_keys"]["enc"], mac=data["isd_keys"]["mac"], dek=data["isd_keys"]["dek"]
+    given = data.get("isd_keys")
+    keys = (
+        key_services.static_keys_from_hex(enc=given["enc"], mac=given["mac"], dek=given["dek"])
+        if given is not None
+        else None
     )
     device = data.get("device") or {}
     casd_der = handover.casd_public_key_der(data["casd_public_key"]) if data.get("casd_public_key") else b""
@@ -204,8 +210,8 @@ def secure_element_from_row(actor: Actor, data: dict[str, Any]) -> key_services.
         kind=data["kind"],
         isd_aid=data["isd_aid"],
         keys=keys,
-        kvn=data["kvn"],
-        i_param=data["i_param"],
+        kvn=data.get("kvn"),
+        i_param=data.get("i_param"),
         sequence_counter=data.get("sequence_counter"),
         cplc=data.get("cplc", ""),
         device_manufacturer=device.get("manufacturer", ""),
@@ -224,7 +230,7 @@ def enrolment_data(request: Request, org: str, enrolment: key_services.SecureEle
     data = dict(s.SecureElementOut(enrolment.secure_element, context=ctx).data)
     data["isd"] = {
         "aid": enrolment.isd.aid,
-        "key_sets": KeySetOut([enrolment.keyset], many=True).data,
+        "key_sets": KeySetOut([enrolment.keyset] if enrolment.keyset else [], many=True).data,
     }
     device = enrolment.device
     claimed = bool(enrolment.secure_element.device_serial)
@@ -241,7 +247,8 @@ def _se_csv_row(record: dict[str, str]) -> dict[str, Any]:
     row: dict[str, Any] = {
         k: record[k] for k in ("serial", "kind", "cplc", "isd_aid") if record.get(k, "") != ""
     }
-    row["isd_keys"] = {k: record.get(k, "") for k in ("enc", "mac", "dek")}
+    if any(record.get(k, "") != "" for k in ("enc", "mac", "dek")):  # a TEE's row leaves them blank
+        row["isd_keys"] = {k: record.get(k, "") for k in ("enc", "mac", "dek")}
     for k in ("kvn", "i_param", "sequence_counter"):
         if record.get(k, "") != "":
             row[k] = batch.csv_int(record[k])
@@ -269,7 +276,7 @@ SE_BATCH = batch.BatchFormat(
         "device_manufacturer",
         "device_serial",
     ),
-    required_columns=("serial", "isd_aid", "enc", "mac", "dek", "kvn"),
+    required_columns=("serial", "isd_aid"),  # an SE row needs enc, mac, dek, kvn; a TEE row none
     from_csv=_se_csv_row,
 )
 
@@ -373,12 +380,13 @@ class SuppliedSecureElementIn(StrictSerializer):
     kind = serializers.ChoiceField(choices=SecureElementKind.choices, default=SecureElementKind.SE)
     cplc = serializers.CharField(max_length=128, required=False, allow_blank=True)
     isd_aid = serializers.CharField(max_length=32)
-    kvn = serializers.IntegerField(min_value=1, max_value=0x7F)
-    i_param = serializers.IntegerField(min_value=0, max_value=0xFF, default=0x70)
+    # an SE's (kvn and wrapped_isd_keys required by the service); a TEE row has none
+    kvn = serializers.IntegerField(min_value=1, max_value=0x7F, required=False)
+    i_param = serializers.IntegerField(min_value=0, max_value=0xFF, required=False)
     sequence_counter = serializers.IntegerField(
         min_value=0, max_value=0xFFFFFF, required=False, allow_null=True
     )
-    wrapped_isd_keys = serializers.CharField(max_length=handover.MAX_WRAPPED_TEXT)
+    wrapped_isd_keys = serializers.CharField(max_length=handover.MAX_WRAPPED_TEXT, required=False)
     casd_public_key = serializers.CharField(
         max_length=handover.MAX_PEM_CHARS, required=False, allow_blank=True
     )
@@ -402,7 +410,7 @@ def _supplied_csv_row(record: dict[str, str]) -> dict[str, Any]:
 SUPPLY_BATCH = batch.BatchFormat(
     list_key="secure_elements",
     columns=BATCH_COLUMNS + ("kind",),
-    required_columns=("serial", "isd_aid", "kvn", "wrapped_isd_keys"),
+    required_columns=("serial", "isd_aid"),  # an SE row also needs kvn, wrapped_isd_keys
     from_csv=_supplied_csv_row,
 )
 

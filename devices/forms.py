@@ -24,11 +24,14 @@ class SecureElementRegisterForm(forms.Form):
     kind = forms.ChoiceField(choices=SecureElementKind.choices)
     cplc = forms.CharField(max_length=128, required=False, label="CPLC (hex)")
     isd_aid = forms.CharField(max_length=32, label="ISD AID (hex)")
-    enc = forms.CharField(max_length=64, label="Key-ENC (hex)", widget=forms.PasswordInput)
-    mac = forms.CharField(max_length=64, label="Key-MAC (hex)", widget=forms.PasswordInput)
-    dek = forms.CharField(max_length=64, label="Key-DEK (hex)", widget=forms.PasswordInput)
-    kvn = forms.IntegerField(min_value=1, max_value=0x7F, label="KVN")
-    i_param = forms.IntegerField(min_value=0, max_value=0xFF, initial=0x70, label="i parameter")
+    # the ISD key set: an SE's (required by the service); a TEE has none (leave them empty)
+    enc = forms.CharField(max_length=64, required=False, label="Key-ENC (hex)", widget=forms.PasswordInput)
+    mac = forms.CharField(max_length=64, required=False, label="Key-MAC (hex)", widget=forms.PasswordInput)
+    dek = forms.CharField(max_length=64, required=False, label="Key-DEK (hex)", widget=forms.PasswordInput)
+    kvn = forms.IntegerField(min_value=1, max_value=0x7F, required=False, label="KVN")
+    i_param = forms.IntegerField(
+        min_value=0, max_value=0xFF, required=False, initial=0x70, label="i parameter"
+    )
     sequence_counter = forms.IntegerField(min_value=0, max_value=0xFFFFFF, required=False)
     device_manufacturer = forms.CharField(
         max_length=50, required=False, label="Device manufacturer (short name)"

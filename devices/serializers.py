@@ -154,9 +154,11 @@ class SecureElementIn(StrictSerializer):
     kind = serializers.ChoiceField(choices=SecureElementKind.choices, default=SecureElementKind.SE)
     cplc = serializers.CharField(max_length=128, required=False, allow_blank=True)
     isd_aid = serializers.CharField(max_length=32)
-    isd_keys = IsdKeysIn()
-    kvn = serializers.IntegerField(min_value=1, max_value=0x7F)
-    i_param = serializers.IntegerField(min_value=0, max_value=0xFF, default=0x70)
+    # An SE's ISD key set (required for kind "se", i_param defaulting to 0x70); a TEE has none and
+    # is refused one (``keys.services.check_isd_key_inputs``, 400 isd_keys_not_for_tee).
+    isd_keys = IsdKeysIn(required=False)
+    kvn = serializers.IntegerField(min_value=1, max_value=0x7F, required=False)
+    i_param = serializers.IntegerField(min_value=0, max_value=0xFF, required=False)
     sequence_counter = serializers.IntegerField(
         min_value=0, max_value=0xFFFFFF, required=False, allow_null=True
     )
@@ -169,8 +171,10 @@ class SecureElementIn(StrictSerializer):
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        keys = attrs["isd_keys"]
-        mine = {"kvn": attrs["kvn"], "se_serial": attrs["serial"], "i_param": attrs["i_param"]}
+        keys = attrs.get("isd_keys")
+        if keys is None:
+            return attrs
+        mine = {"kvn": attrs.get("kvn"), "se_serial": attrs["serial"], "i_param": attrs.get("i_param", 0x70)}
         if "sequence_counter" in attrs:
             mine["sequence_counter"] = attrs["sequence_counter"]
         for name, value in mine.items():

@@ -157,7 +157,7 @@ class DeviceRegisterView(_EnrolPage):
 class SecureElementRegisterView(_EnrolPage):
     form_class = device_forms.SecureElementRegisterForm
     heading = "Register a secure element"
-    intro = "Record an SE or TEE you issue and import its ISD keys into your vault. Only key check values are shown afterwards."
+    intro = "Record an SE you issue and import its ISD keys into your vault (only key check values are shown afterwards), or a TEE (no ISD keys)."
     role = OrgRole.SE_ISSUER
 
     def handle(self, form: forms.Form) -> HttpResponse:
@@ -167,20 +167,27 @@ class SecureElementRegisterView(_EnrolPage):
             "kind": d["kind"],
             "cplc": d["cplc"],
             "isd_aid": d["isd_aid"],
-            "isd_keys": {"enc": d["enc"], "mac": d["mac"], "dek": d["dek"]},
-            "kvn": d["kvn"],
-            "i_param": d["i_param"],
-            "sequence_counter": d["sequence_counter"],
         }
+        if d["enc"] or d["mac"] or d["dek"]:
+            row["isd_keys"] = {"enc": d["enc"], "mac": d["mac"], "dek": d["dek"]}
+        for name in ("kvn", "sequence_counter"):
+            if d[name] is not None:
+                row[name] = d[name]
+        # the form pre-fills i_param's SE default; for a TEE only a value the issuer changed counts
+        if d["i_param"] is not None and (d["kind"] != "tee" or d["i_param"] != 0x70):
+            row["i_param"] = d["i_param"]
         if d["device_manufacturer"] or d["device_serial"]:
             row["device"] = {"manufacturer": d["device_manufacturer"], "serial": d["device_serial"]}
         enrolment = device_api.secure_element_from_row(self.actor, row)
         ks = enrolment.keyset
         paired = f" and paired with device {enrolment.device.serial}" if enrolment.device else ""
-        notice = (
-            f"Secure element {enrolment.secure_element.serial} registered{paired}; ISD key set KVN "
-            f"{ks.kvn:#04x} imported (KCV ENC {ks.kcv_enc}, MAC {ks.kcv_mac}, DEK {ks.kcv_dek})."
-        )
+        if ks is None:
+            notice = f"TEE {enrolment.secure_element.serial} registered{paired} (a TEE has no ISD key set)."
+        else:
+            notice = (
+                f"Secure element {enrolment.secure_element.serial} registered{paired}; ISD key set KVN "
+                f"{ks.kvn:#04x} imported (KCV ENC {ks.kcv_enc}, MAC {ks.kcv_mac}, DEK {ks.kcv_dek})."
+            )
         return self.page(self.form_class(), notice=notice)
 
 

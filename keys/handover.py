@@ -34,6 +34,7 @@ from django.utils import timezone
 from audit.models import AuditTag
 from audit.services import audit_record
 from devices import services as device_services
+from devices.models import SecureElementKind
 from gp.card.manufacture import (
     MAX_TEXT,
     HandoverError,
@@ -335,9 +336,9 @@ def supplied_secure_element_enrol(
     actor: Actor,
     serial: str,
     isd_aid: str,
-    kvn: int,
-    wrapped_isd_keys: str,
-    i_param: int = 0x70,
+    kvn: int | None = None,
+    wrapped_isd_keys: str = "",
+    i_param: int | None = None,
     sequence_counter: int | None = None,
     casd_public_key: str = "",
     kind: str = "se",
@@ -352,24 +353,41 @@ def supplied_secure_element_enrol(
     keys whose KCVs do not match; 3. in one transaction, the SE (with its CASD public key), its
     ISD and the active key set sealed in the issuer's vault, audited; 4. after the commit, ask the
     Controlling Authority to certify the CASD key — an SE stays registered (uncertified) when no
-    CA can, and ``casd`` says why.
+    CA can, and ``casd`` says why. A TEE row (``kind: "tee"``) has no ISD key set: no
+    ``wrapped_isd_keys``, ``kvn``, ``i_param`` or ``sequence_counter`` (refused when given, as in
+    ``keys.services.check_isd_key_inputs``); its ``casd_public_key`` is the token's receive key.
     """
     issuer = actor.on_behalf_of
     if issuer is None or actor.mandate is None:
         raise NotFoundError("No such SE issuer.")
-    key_services.check_kvn(kvn)
-    key_services.check_i_param(i_param)
-    key_services.check_sequence_counter(sequence_counter)
+    key_services.check_isd_key_inputs(
+        kind=kind,
+        has_keys=bool(wrapped_isd_keys),
+        kvn=kvn,
+        i_param=i_param,
+        sequence_counter=sequence_counter,
+        keys_field="wrapped_isd_keys",
+    )
+    tee = kind == SecureElementKind.TEE
+    if not tee:
+        key_services.check_kvn(kvn)
+        i_param = key_services.check_i_param(0x70 if i_param is None else i_param)
+        key_services.check_sequence_counter(sequence_counter)
     serial = device_services.check_serial(serial)
     aid_hex = device_services.check_aid(isd_aid)
     casd_der = casd_public_key_der(casd_public_key) if casd_public_key else b""
-    try:
-        wrapped = parse_wrapped_isd_keys(decode_wrapped(wrapped_isd_keys))
-    except HandoverFormatError as exc:
-        raise HandoverRefused(f"wrapped_isd_keys: {exc}.", fields={"wrapped_isd_keys": [str(exc)]}) from None
-    keys = unwrap_isd_keys(
-        issuer=issuer, wrapped=wrapped, serial=serial, isd_aid=bytes.fromhex(aid_hex), kvn=kvn
-    )
+    keys = None
+    if not tee:
+        assert kvn is not None
+        try:
+            wrapped = parse_wrapped_isd_keys(decode_wrapped(wrapped_isd_keys))
+        except HandoverFormatError as exc:
+            raise HandoverRefused(
+                f"wrapped_isd_keys: {exc}.", fields={"wrapped_isd_keys": [str(exc)]}
+            ) from None
+        keys = unwrap_isd_keys(
+            issuer=issuer, wrapped=wrapped, serial=serial, isd_aid=bytes.fromhex(aid_hex), kvn=kvn
+        )
     with transaction.atomic():
         se = device_services.secure_element_register_supplied(
             actor=actor,
@@ -382,16 +400,19 @@ def supplied_secure_element_enrol(
             device_serial=device_serial,
         )
         isd = se.security_domains.get(is_isd=True)
-        keyset = key_services._create(
-            actor=actor,
-            sd=isd,
-            kvn=kvn,
-            keys=keys,
-            status=KeySetStatus.ACTIVE,
-            sequence_counter=sequence_counter,
-            i_param=i_param,
-            tag=AuditTag.KEYSET_IMPORT,
-        )
+        keyset = None
+        if keys is not None:
+            assert kvn is not None and i_param is not None
+            keyset = key_services._create(
+                actor=actor,
+                sd=isd,
+                kvn=kvn,
+                keys=keys,
+                status=KeySetStatus.ACTIVE,
+                sequence_counter=sequence_counter,
+                i_param=i_param,
+                tag=AuditTag.KEYSET_IMPORT,
+            )
     del keys
     enrolment = key_services.SecureElementEnrolment(
         secure_element=se, isd=isd, keyset=keyset, device=se.device

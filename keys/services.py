@@ -18,7 +18,7 @@ from django.utils import timezone
 from audit.models import AuditTag
 from audit.services import audit_record
 from devices import services as device_services
-from devices.models import Device, SecureElement, SecurityDomain
+from devices.models import Device, SecureElement, SecureElementKind, SecurityDomain
 from gp.scp03 import StaticKeys, kcv
 from keys.errors import KeysError, KeySetConflict, VaultError
 from keys.models import KeySet, KeySetStatus
@@ -293,9 +293,54 @@ def keyset_set_sequence_counter(*, keyset: KeySet, value: int) -> None:
 class SecureElementEnrolment:
     secure_element: SecureElement
     isd: SecurityDomain
-    keyset: KeySet
+    keyset: KeySet | None  # None for a TEE: it has no ISD key set (``secure_element_enrol``)
     device: Device | None
     casd: dict[str, Any] | None = None  # the CASD key's certification, when one was given
+
+
+def check_isd_key_inputs(
+    *,
+    kind: str,
+    has_keys: bool,
+    kvn: object,
+    i_param: object,
+    sequence_counter: object,
+    keys_field: str = "isd_keys",
+) -> None:
+    """An SE needs its ISD key set (keys and KVN); a TEE takes none (docs/tee-bridge.md §8.1).
+
+    A TEE's ISD is only the issuer's name for the token: nothing on a token opens an SCP03
+    session, so an ISD key set would sit unused in the issuer's vault — secret material with no
+    purpose, which the vault does not keep. Giving one (or its SCP03 parameters: ``kvn``,
+    ``i_param``, ``sequence_counter``) for a TEE is refused (400 ``isd_keys_not_for_tee``) rather
+    than silently dropped, so a caller who thinks it registered an SE learns otherwise.
+    """
+    if kind == SecureElementKind.TEE:
+        given = [
+            name
+            for name, present in (
+                (keys_field, has_keys),
+                ("kvn", kvn is not None),
+                ("i_param", i_param is not None),
+                ("sequence_counter", sequence_counter is not None),
+            )
+            if present
+        ]
+        if given:
+            raise KeysError(
+                "A TEE has no ISD key set (its security domains' keys live in its token): "
+                f"leave out {', '.join(given)}.",
+                code="isd_keys_not_for_tee",
+                fields={name: ["Not for a TEE."] for name in given},
+            )
+        return
+    missing = [name for name, present in ((keys_field, has_keys), ("kvn", kvn is not None)) if not present]
+    if missing:
+        raise KeysError(
+            f"A secure element is registered with its ISD key set: give {' and '.join(missing)}.",
+            code="isd_keys_required",
+            fields={name: ["Required for an SE."] for name in missing},
+        )
 
 
 def secure_element_enrol(
@@ -304,23 +349,29 @@ def secure_element_enrol(
     serial: str,
     kind: str,
     isd_aid: str,
-    keys: StaticKeys,
-    kvn: int,
-    i_param: int = 0x70,
+    keys: StaticKeys | None = None,
+    kvn: int | None = None,
+    i_param: int | None = None,
     sequence_counter: int | None = None,
     cplc: str = "",
     device_manufacturer: str = "",
     device_serial: str = "",
     supplier: Organisation | None = None,
 ) -> SecureElementEnrolment:
-    """An SE issuer registers an SE with its ISD and imports the ISD key set into its vault.
+    """An SE issuer registers an SE with its ISD and imports the ISD key set into its vault — or a
+    TEE with its ISD and no key set (``check_isd_key_inputs``: an SE needs ``keys`` and ``kvn``,
+    ``i_param`` defaulting to 0x70; a TEE refuses all of them).
 
     All or nothing: the SE, its ISD, the active key set and the audit events commit together.
     Pairing with a device follows ``devices.services`` (both claims must name each other).
     """
-    check_kvn(kvn)
-    check_i_param(i_param)
-    check_sequence_counter(sequence_counter)
+    check_isd_key_inputs(
+        kind=kind, has_keys=keys is not None, kvn=kvn, i_param=i_param, sequence_counter=sequence_counter
+    )
+    if kind != SecureElementKind.TEE:
+        check_kvn(kvn)
+        i_param = check_i_param(0x70 if i_param is None else i_param)
+        check_sequence_counter(sequence_counter)
     with transaction.atomic():
         se = device_services.secure_element_register(
             actor=actor,
@@ -334,13 +385,16 @@ def secure_element_enrol(
             device_serial=device_serial,
         )
         isd = se.security_domains.get(is_isd=True)
-        keyset = keyset_import(
-            actor=actor,
-            security_domain=isd,
-            kvn=kvn,
-            keys=keys,
-            sequence_counter=sequence_counter,
-            i_param=i_param,
-            status=KeySetStatus.ACTIVE,
-        )
+        keyset = None
+        if keys is not None:
+            assert kvn is not None and i_param is not None  # checked above
+            keyset = keyset_import(
+                actor=actor,
+                security_domain=isd,
+                kvn=kvn,
+                keys=keys,
+                sequence_counter=sequence_counter,
+                i_param=i_param,
+                status=KeySetStatus.ACTIVE,
+            )
     return SecureElementEnrolment(secure_element=se, isd=isd, keyset=keyset, device=se.device)

@@ -101,13 +101,13 @@ def test_a_tee_hosts_security_domains_like_an_se(stack: Stack, tmp_path: Path) -
         r = c.post(
             "/orgs/sei/secure-elements/",
             json={"serial": init["se"]["serial"], "kind": "tee", "isd_aid": "A000000151000000",
-                  # the enrolment API asks every SE for an ISD key set; a TEE never uses it
-                  "isd_keys": {k: os.urandom(16).hex() for k in ("enc", "mac", "dek")}, "kvn": 0x30,
+                  # a TEE has no ISD key set (docs/tee-bridge.md §8.1)
                   "casd_public_key": init["receive_public_key"],
                   "device": {"manufacturer": "sei", "serial": "GW-TEE-E2E"}},
         )  # fmt: skip
         assert r.status_code == 201, r.text
         assert r.json()["kind"] == "tee"
+        assert r.json()["isd"]["key_sets"] == []  # no ISD key set in the issuer's vault
         assert r.json()["casd"]["state"] == "certified", r.json()  # the CA certified the receive key
     enrolled = time.monotonic()
 

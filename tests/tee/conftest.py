@@ -169,7 +169,6 @@ def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any)
     from tenants.access import Actor
     from tenants.models import Mandate, MemberRole, OrgRole
     from tests import factories as f
-    from tests.support.enrolment import isd_keys_hex
 
     settings.TESSERA_AGENT_HOLD_MS = 0
     monkeypatch.setitem(app.conf, "task_always_eager", True)
@@ -198,16 +197,11 @@ def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any)
         se_issuer="sei",
         se_serial=serial,
     )
-    from gp.scp03 import StaticKeys
-
-    isd = {k: bytes.fromhex(v) for k, v in isd_keys_hex().items()}
-    enrolment = secure_element_enrol(
+    enrolment = secure_element_enrol(  # a TEE: no ISD key set
         actor=sei_actor,
         serial=serial,
         kind="tee",
         isd_aid=ISD_AID,
-        keys=StaticKeys(**isd),
-        kvn=0x30,
         device_manufacturer="sei",
         device_serial="GW-TEE-1",
     )

@@ -121,6 +121,7 @@ class Command(BaseCommand):
             )
         else:
             ks = enrolment.keyset
+            assert ks is not None  # an SE (kind "se") is enrolled with its ISD key set
             self.stdout.write(
                 f"SE {enrolment.secure_element.serial} registered for {opts['issuer']}, "
                 f"{'paired' if enrolment.device else 'NOT paired'}; ISD KVN {ks.kvn:#04x} "
