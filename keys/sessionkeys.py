@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit.models import AuditTag
 from audit.services import audit_record
-from devices.models import SecurityDomain
+from devices.models import SecureElementKind, SecurityDomain
 from gp.errors import EncodeError
 from gp.scp03 import kcv as aes_kcv
 from gp.sessionkeys import MASTER_KEY_KVN, check_epoch, check_service, derive_session_key
@@ -35,6 +35,12 @@ KEY_LENGTHS = (16, 24, 32)
 
 class MasterKeyProviderHeld(ConflictError):
     code = "master_key_provider_held"
+
+
+class MasterKeyOnTee(ConflictError):
+    """A TEE's SD keys are the token's: the token-ops jobs record them (docs/tee-bridge.md §8.3)."""
+
+    code = "master_key_on_tee"
 
 
 def master_key_purpose(key_id: object) -> str:
@@ -62,12 +68,21 @@ def master_key_register(
 
     Preconditions: the actor acts for the SD's owner itself (never on behalf: the master key is the
     owner's alone); exactly one of ``key`` (deposit in the owner's vault, custody ``portal``) or
-    ``kcv`` (custody ``provider``: KCV only, with ``key_length``).
+    ``kcv`` (custody ``provider``: KCV only, with ``key_length``). The SD is on an SE: on a TEE
+    the SD's master keys are the keys in its token, which only the token-ops jobs put there and
+    record (``jobs.tee``) — a deposit would record a key the token does not hold, so it is
+    refused with 409 ``master_key_on_tee`` (after the ownership checks: others still get 404).
     Effects: a ServiceMasterKey; a ``masterkey:register`` event with KCV, custody and KVN.
     """
     _may_hold_keys_of(actor, security_domain)
     if actor.on_behalf_of is not None:
         raise NotFoundError("No such security domain.")
+    if security_domain.secure_element.kind == SecureElementKind.TEE:
+        raise MasterKeyOnTee(
+            "This security domain is on a TEE: its keys live in the device's token and are recorded "
+            "by the jobs that put them there. Load a key with a load_keys_confidential job (your "
+            "own envelope) or rotate_keys, not by depositing one."
+        )
     if (key is None) == (kcv is None):
         raise KeysError("Give either the master key (portal custody) or its KCV (provider custody).")
     if key is not None:
