@@ -30,6 +30,7 @@ import json
 import os
 import pwd
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -48,6 +49,8 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ISD_AID = "A000000151000000"
 OLD_SD = "A0000001515350534F4C44"  # the old provider's SD on every meter ("SPSOLD")
 SERVICE = "Electricity supply"
+# pg_stat_statements shows the RI trigger's "SELECT 1 FROM ONLY …" with the constant normalised to $1.
+FK_CHECK = re.compile(r"^\s*SELECT\s+(?:1|\$\d+)\s+FROM\s+ONLY\s", re.IGNORECASE)
 TX_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET ", "SHOW ")
 
 
@@ -138,6 +141,11 @@ def pg_statements_reset(port: int, db: str) -> None:
         c.execute("SELECT pg_stat_statements_reset()")
 
 
+def _table(word: str) -> str:
+    """``"public"."jobs_job"`` or ``"jobs_job"`` → ``jobs_job``."""
+    return word.strip('"(').split('"."')[-1].strip('"')
+
+
 def pg_statements(port: int, db: str) -> dict[str, int]:
     """Statements executed in ``db`` since the last reset: all, transaction control, the rest."""
     with pg_connect(port, db) as c:
@@ -148,6 +156,9 @@ def pg_statements(port: int, db: str) -> dict[str, int]:
         ).fetchall()
     total = sum(int(n) for _, n in rows)
     control = sum(int(n) for q, n in rows if q.lstrip().upper().startswith(TX_CONTROL))
+    # PostgreSQL's own foreign-key checks (RI triggers; Django's constraints are deferred, so they
+    # run at COMMIT, at the top level, and pg_stat_statements counts them): not sent by the portal.
+    fk = sum(int(n) for q, n in rows if FK_CHECK.match(q))
     by_table: dict[str, int] = {}
     for query, calls in rows:
         words = " ".join(query.split()).split(" ")
@@ -155,12 +166,16 @@ def pg_statements(port: int, db: str) -> dict[str, int]:
         table = ""
         for i, w in enumerate(words[:-1]):
             if w.upper() in ("FROM", "INTO") or (w.upper() == "UPDATE" and i == 0):
-                table = words[i + 1].strip('"(').split('"."')[-1].strip('"')
+                table = _table(words[i + 1])
                 break
-        key = f"{verb} {table}".strip() if not verb.startswith(TX_CONTROL) else "transaction control"
+        key = f"{verb} {table}".strip()
+        if FK_CHECK.match(query):
+            key = "FK check " + (_table(words[4]) if len(words) > 4 else "")
+        elif verb.startswith(TX_CONTROL):
+            key = "transaction control"
         by_table[key] = by_table.get(key, 0) + int(calls)
     top = sorted(by_table.items(), key=lambda kv: -kv[1])[:12]
-    return {"all": total, "tx_control": control, "sql": total - control, "top": top}
+    return {"all": total, "tx_control": control, "fk_checks": fk, "sql": total - control - fk, "top": top}
 
 
 # --- the stack ----------------------------------------------------------------------------------

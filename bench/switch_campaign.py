@@ -365,8 +365,10 @@ def _report(args: Any, window: int, switch: dict[str, Any], noop: dict[str, Any]
     print(f"    jobs per switch {jobs_per_switch:.2f} {switch['job_kinds']}, steps per switch "
           f"{switch['steps'] / max(done, 1):.2f}")  # fmt: skip
     sql = switch["sql"]
-    print(f"    SQL statements per switched device: {sql['all'] / max(done, 1):.0f} "
-          f"({sql['sql'] / max(done, 1):.0f} without BEGIN/COMMIT/SAVEPOINT/RELEASE)")  # fmt: skip
+    print(f"    SQL statements per switched device: {sql['sql'] / max(done, 1):.0f} sent by the portal, plus "
+          f"{sql['tx_control'] / max(done, 1):.0f} BEGIN/COMMIT/SAVEPOINT/RELEASE and "
+          f"{sql['fk_checks'] / max(done, 1):.0f} foreign-key checks run by PostgreSQL "
+          f"({sql['all'] / max(done, 1):.0f} in all)")  # fmt: skip
     print("      by statement and table, per switched device: "
           + ", ".join(f"{k} {v / max(done, 1):.0f}" for k, v in sql.get("top", [])))  # fmt: skip
     cpu = switch["cpu"]
@@ -388,8 +390,10 @@ def _report(args: Any, window: int, switch: dict[str, Any], noop: dict[str, Any]
                   f"per device (its {round(jobs_per_switch)} jobs): p50 {statistics.median(dd):.1f} s  "
                   f"p95 {W.pct(dd, 95):.1f} s")  # fmt: skip
         nsql = noop["sql"]
-        print(f"    SQL statements per job: {nsql['all'] / max(jobs, 1):.0f} ({nsql['sql'] / max(jobs, 1):.0f} "
-              f"without transaction control) = {nsql['all'] / max(jobs, 1) * jobs_per_switch:.0f} per device")  # fmt: skip
+        per_job = {k: nsql[k] / max(jobs, 1) for k in ("sql", "tx_control", "fk_checks", "all")}
+        print(f"    SQL statements per job: {per_job['sql']:.0f} sent by the portal (x {jobs_per_switch:.0f} = "
+              f"{per_job['sql'] * jobs_per_switch:.0f} per device), plus {per_job['tx_control']:.0f} transaction "
+              f"control and {per_job['fk_checks']:.0f} foreign-key checks ({per_job['all']:.0f} in all)")  # fmt: skip
         print("      by statement and table, per job: "
               + ", ".join(f"{k} {v / max(jobs, 1):.1f}" for k, v in nsql.get("top", [])))  # fmt: skip
         print(

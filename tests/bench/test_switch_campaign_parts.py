@@ -66,6 +66,10 @@ def test_statement_counts_split_transaction_control_and_group_by_table(monkeypat
         ("COMMIT", 5),
         ('UPDATE "switches_switch" SET "step" = $1', 3),
         ('INSERT INTO "audit_auditevent" ("a") VALUES ($1)', 4),
+        (
+            'SELECT 1 FROM ONLY "public"."tenants_organisation" x WHERE "id" OPERATOR(pg_catalog.=) $1 FOR KEY SHARE OF x',
+            6,
+        ),
     ]
 
     class Conn:
@@ -80,10 +84,11 @@ def test_statement_counts_split_transaction_control_and_group_by_table(monkeypat
 
     monkeypatch.setattr(W, "pg_connect", lambda port, db: Conn())
     out = W.pg_statements(0, "db")
-    assert (out["all"], out["tx_control"], out["sql"]) == (27, 10, 17)
+    assert (out["all"], out["tx_control"], out["fk_checks"], out["sql"]) == (33, 10, 6, 17)
     assert dict(out["top"]) == {
         "SELECT jobs_job": 10,
         "transaction control": 10,
+        "FK check tenants_organisation": 6,
         "INSERT audit_auditevent": 4,
         "UPDATE switches_switch": 3,
     }
