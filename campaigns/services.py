@@ -508,7 +508,7 @@ def campaign_tick(campaign_id: Any, *, now: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = {"started": 0, "skipped": 0, "collected": 0}
     with transaction.atomic():
         campaign = (
-            Campaign.objects.select_for_update()
+            Campaign.objects.select_for_update(of=("self",))
             .select_related("owner", "new_provider")
             .filter(pk=campaign_id)
             .first()

@@ -306,8 +306,10 @@ def _create_relay_step(job: Job, spec: S.StepSpec, *, attempt: int) -> JobStep:
 def job_advance(job_id: Any) -> JobStep | None:
     """Compile the job's next step if nothing is in flight. Idempotent."""
     with transaction.atomic():
+        # Lock the job row only: FOR UPDATE on the joined device and SE rows would serialise every
+        # job of a device, and (in a switch or campaign) every job sharing an organisation row.
         job = (
-            Job.objects.select_for_update()
+            Job.objects.select_for_update(of=("self",))
             .select_related("secure_element", "device")
             .filter(pk=job_id)
             .first()
@@ -426,7 +428,11 @@ def step_process(step_id: Any) -> None:
         step = JobStep.objects.select_for_update().filter(pk=step_id, state=StepState.REPORTED).first()
         if step is None:
             return
-        job = Job.objects.select_for_update().select_related("secure_element", "device").get(pk=step.job_id)
+        job = (
+            Job.objects.select_for_update(of=("self",))
+            .select_related("secure_element", "device")
+            .get(pk=step.job_id)
+        )
         if job.is_terminal:
             # A result that arrived after the job ended (e.g. canceled while dispatched): keep it
             # for the record and learn what the card now holds.

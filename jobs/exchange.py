@@ -51,7 +51,7 @@ def record_results(device_id: str, results: tuple[WorkResult, ...]) -> list[str]
     for result in results:
         with transaction.atomic():
             step = (
-                JobStep.objects.select_for_update()
+                JobStep.objects.select_for_update(of=("self",))
                 .select_related("job")
                 .filter(item_id=result.item, job__device_id=device_id)
                 .first()

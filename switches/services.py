@@ -547,7 +547,7 @@ def switch_advance(switch_id: Any) -> Switch | None:
     """Take the next step of the switch if its current one has ended. Idempotent."""
     with transaction.atomic():
         switch = (
-            Switch.objects.select_for_update()
+            Switch.objects.select_for_update(of=("self",))
             .select_related("device", "new_provider", "issuer", "new_contract", "old_contract")
             .filter(pk=switch_id)
             .first()
@@ -594,7 +594,7 @@ def switch_keys_loaded(switch: Switch, job: Job) -> None:
     """The new provider's own confidential key load (its tooling's job on the new SD) ended."""
     with transaction.atomic():
         locked = (
-            Switch.objects.select_for_update()
+            Switch.objects.select_for_update(of=("self",))
             .select_related("device", "new_provider", "issuer", "new_contract")
             .get(pk=switch.pk)
         )
@@ -719,7 +719,7 @@ def switch_sweep(now: Any = None) -> dict[str, int]:
     for switch in Switch.objects.filter(state=SwitchState.AWAITING_KEYS, keys_deadline__lt=now):
         with transaction.atomic():
             locked = (
-                Switch.objects.select_for_update()
+                Switch.objects.select_for_update(of=("self",))
                 .select_related("device", "new_provider", "issuer", "new_contract")
                 .get(pk=switch.pk)
             )
