@@ -3,7 +3,9 @@
 Commands::
 
     python -m agent init --config PATH --server URL --serial SERIAL [--backend SPEC] [--force]
-                         [--token-module SO --token-label LABEL (--token-pin-file F | --token-login tee-identity)]
+                         [--token-module SO --token-label LABEL (--token-pin-file F | --token-login tee-identity)
+                          [--ca-root FILE|URL [--ca-root-sha256 HEX]]]
+    python -m agent pin-ca-root --config PATH --ca-root FILE|URL [--ca-root-sha256 HEX]
     python -m agent run --config PATH [--once]
     python -m agent show-config --config PATH
     python -m agent doctor --config PATH [--max-skew SECONDS] [--json]
@@ -26,7 +28,10 @@ With ``--token-module``/``--token-label`` (a PKCS#11 token: OP-TEE's TA, docs/te
 identity key is generated *in the token* (no ``NAME.identity.pem``), with the receive key for keys
 from Tessera; the config gets a ``[token]`` table, a soft SE's state key comes from the token, and
 ``--backend pkcs11:LABEL`` makes the token itself the key store. The output adds
-``receive_public_key`` (hex, uncompressed P-256 point).
+``receive_public_key`` (hex, uncompressed P-256 point). ``--ca-root`` pins the Controlling
+Authority's root (``NAME.ca-root.der``, ``[token] oce_root``; a URL needs ``--ca-root-sha256``):
+the agent then verifies a confidential envelope's OCE signature itself (:mod:`agent.ocepin`);
+``pin-ca-root`` does the same for an agent already enrolled.
 
 It refuses to overwrite any of these files unless ``--force`` is given, and prints one JSON
 object: ``{serial, key_id, identity_public_key, se: {serial, cplc, isd_aid, kvn, i_param,
@@ -54,6 +59,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +113,22 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--token-login", choices=("pin", "tee-identity"), default="pin", help="tee-identity: OP-TEE's login"
     )
+    init.add_argument(
+        "--ca-root",
+        default=None,
+        help="with a token: the Controlling Authority's root certificate (file, DER or PEM, or the "
+        "portal's URL /api/v1/ca/<id>/root/ with --ca-root-sha256) to pin: the agent then verifies "
+        "confidential envelopes' OCE signatures itself",
+    )
+    init.add_argument(
+        "--ca-root-sha256", default=None, help="the root's SHA-256 (of its DER), as the CA publishes it"
+    )
+    pin = sub.add_parser(
+        "pin-ca-root", help="pin the CA root of an enrolled agent's token (see init --ca-root)"
+    )
+    pin.add_argument("--config", required=True, type=Path)
+    pin.add_argument("--ca-root", required=True, help="file (DER or PEM) or https URL of the CA root")
+    pin.add_argument("--ca-root-sha256", default=None, help="the root's SHA-256 (required with a URL)")
     run = sub.add_parser("run", help="poll the portal and run work")
     run.add_argument("--config", required=True, type=Path)
     run.add_argument("--once", action="store_true", help="one exchange cycle, then exit")
@@ -152,6 +174,17 @@ def _init(args: argparse.Namespace) -> int:
     token_settings = _token_settings(args)
     if kind == "pkcs11" and (token_settings is None or token_settings.label != arg):
         raise ConfigError(f"--backend {spec}: give --token-module and --token-label {arg}")
+    root = None
+    root_path = config_path.with_name(f"{stem}.ca-root.der")
+    if args.ca_root is not None:
+        if token_settings is None:
+            raise ConfigError("--ca-root: goes with a token (--token-module, --token-label)")
+        from agent.ocepin import fetch_root
+
+        root = fetch_root(args.ca_root, expected_sha256=args.ca_root_sha256)
+        token_settings = replace(token_settings, oce_root=root_path)
+    elif args.ca_root_sha256 is not None:
+        raise ConfigError("--ca-root-sha256: goes with --ca-root")
     state_path = Path(arg).expanduser().resolve() if kind == "soft" else None
     isd_keys_path = state_path.with_name(state_path.name + ".isd-keys.json") if state_path else None
     import_key = _import_key(args, state_path)
@@ -160,6 +193,7 @@ def _init(args: argparse.Namespace) -> int:
 
     targets = (
         [config_path]
+        + ([root_path] if root is not None else [])
         + ([key_path] if token_settings is None else [])
         + ([state_path, isd_keys_path] if state_path and isd_keys_path else [])
     )
@@ -211,6 +245,10 @@ def _init(args: argparse.Namespace) -> int:
             se = {"serial": se["se_serial"], **({"cplc": se["cplc"]} if "cplc" in se else {})}
         finally:
             backend.close()
+    if root is not None:
+        from agent.ocepin import write_root
+
+        write_root(root_path, root)
     tmp_config = config_path.with_name(config_path.name + ".new")
     write_config(tmp_config, candidate)
     if token_settings is None:
@@ -233,7 +271,56 @@ def _init(args: argparse.Namespace) -> int:
     }
     if receive_point is not None:
         out["receive_public_key"] = receive_point.hex().upper()
+    if root is not None:
+        out["ca_root"] = {"file": str(root_path), "sha256": root.sha256, "subject": root.subject}
     print(json.dumps(out, indent=2))
+    return EXIT_OK
+
+
+def _with_token_key(text: str, key: str, value: str) -> str:
+    """The config's text with ``key = value`` set in its ``[token]`` table, everything else (other
+    tables, comments) as it was."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "[token]")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    entry = f"{key} = {value}"
+    for i in range(start + 1, end):
+        if lines[i].split("=", 1)[0].strip() == key:
+            lines[i] = entry
+            break
+    else:
+        lines.insert(start + 1, entry)
+    return "\n".join(lines) + "\n"
+
+
+def _pin_ca_root(args: argparse.Namespace) -> int:
+    """Pin the CA root for an agent already enrolled: write ``NAME.ca-root.der`` beside the config
+    and name it in ``[token] oce_root`` (the identity and receive keys are left as they are)."""
+    from agent.config import load_config
+    from agent.ocepin import fetch_root, write_root
+
+    config_path = args.config.expanduser().resolve()
+    config = load_config(config_path)
+    if config.token is None:
+        raise ConfigError(f"{config_path}: no [token]: only a token receives confidential envelopes")
+    root = fetch_root(args.ca_root, expected_sha256=args.ca_root_sha256, ca_file=config.ca_file)
+    root_path = config_path.with_name(f"{config_path.stem}.ca-root.der")
+    write_root(root_path, root)
+    original = config_path.read_text(encoding="utf-8")
+    tmp = config_path.with_name(config_path.name + ".new")
+    tmp.write_text(_with_token_key(original, "oce_root", json.dumps(str(root_path))), encoding="utf-8")
+    try:
+        load_config(tmp)  # the checks `run` applies
+    except ConfigError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.chmod(tmp, os.stat(config_path).st_mode & 0o777)
+    os.replace(tmp, config_path)
+    print(
+        json.dumps(
+            {"ca_root": {"file": str(root_path), "sha256": root.sha256, "subject": root.subject}}, indent=2
+        )
+    )
     return EXIT_OK
 
 
@@ -384,6 +471,11 @@ def _run_locked(args: argparse.Namespace, config: Any, key: Any) -> int:
     from agent.transport import HttpTransport
 
     journal = Journal(config.journal)
+    if config.token is not None and config.token.oce_root is None:
+        logging.getLogger("agent").warning(
+            "event=oce_unpinned no CA root pinned ([token] oce_root): confidential envelopes' OCE "
+            "signatures are checked by the portal only; pin one with `python -m agent pin-ca-root`"
+        )
     # The runner and the local API share the card through one lock (agent.cardaccess.CardAccess).
     backend = CardAccess(open_configured_backend(config))
     transport = HttpTransport(config, key)
@@ -425,7 +517,13 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"init": _init, "run": _run, "show-config": _show, "doctor": _doctor}
+    handlers = {
+        "init": _init,
+        "run": _run,
+        "show-config": _show,
+        "doctor": _doctor,
+        "pin-ca-root": _pin_ca_root,
+    }
     try:
         return handlers[args.command](args)
     except ConfigError as e:

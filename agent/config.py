@@ -37,6 +37,9 @@ Example (``python -m agent init`` writes one)::
     label = "tessera"                          # the token's label (never a slot number)
     pin_file = "/etc/tessera/token.pin"        # the user PIN, first line; mode 0600 or stricter
     # login = "tee-identity"                   # instead of pin_file: OP-TEE's TEE-identity login
+    oce_root = "agent.ca-root.der"             # optional: the CA root pinned at enrolment (`init
+                                               # --ca-root`, `pin-ca-root`); the agent then checks
+                                               # confidential envelopes' OCE signatures itself
 
 With ``[token]``, the device identity key lives in the token (``identity_key`` must then be left
 out), keys received from Tessera and the session keys derived from them stay in it, the soft SE's
@@ -141,6 +144,9 @@ class TokenSettings:
     label: str
     pin_file: Path | None = None
     login: str = "pin"  # "pin" (pin_file) | "tee-identity"
+    # the CA root pinned at enrolment (DER), against which the agent itself verifies a
+    # confidential envelope's OCE signature (agent.ocepin); None: the portal's check only
+    oce_root: Path | None = None
 
     def to_toml_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"module": str(self.module), "label": self.label}
@@ -148,6 +154,8 @@ class TokenSettings:
             out["login"] = self.login
         else:
             out["pin_file"] = str(self.pin_file)
+        if self.oce_root is not None:
+            out["oce_root"] = str(self.oce_root)
         return out
 
 
@@ -210,7 +218,7 @@ _TOP = {
     "token",
 }
 _REQUIRED = ("server_url", "serial", "backend", "journal")
-_TOKEN = {"module", "label", "pin_file", "login"}
+_TOKEN = {"module", "label", "pin_file", "login", "oce_root"}
 _POLL = {"min_s", "max_s", "backoff_base_s", "backoff_cap_s"}
 _TIMEOUTS = {"connect_s", "read_s"}
 
@@ -342,10 +350,17 @@ def _check_token(r: _Reader, table: dict[str, Any]) -> TokenSettings:
     login = r.string(table, "login", "token") if "login" in table else "pin"
     if login not in TOKEN_LOGINS:
         raise r.fail("token.login", f"must be one of {', '.join(TOKEN_LOGINS)}")
+    oce_root = None
+    if "oce_root" in table:  # read when a confidential envelope arrives (agent.ocepin), not here
+        oce_root = r.path_value(table, "oce_root")
+        if not os.access(oce_root, os.R_OK):
+            raise r.fail(
+                "token.oce_root", f"{oce_root} is missing or unreadable (pin it with `agent pin-ca-root`)"
+            )
     if login == "tee-identity":
         if "pin_file" in table:
             raise r.fail("token.pin_file", 'not with login = "tee-identity" (the TEE identity is the PIN)')
-        return TokenSettings(module, label, None, login)
+        return TokenSettings(module, label, None, login, oce_root)
     if "pin_file" not in table:
         raise r.fail("token.pin_file", 'missing (or set login = "tee-identity")')
     pin_file = r.path_value(table, "pin_file")
@@ -355,7 +370,7 @@ def _check_token(r: _Reader, table: dict[str, Any]) -> TokenSettings:
         read_pin_file(pin_file)
     except ConfigError as e:
         raise ConfigError(f"{r.path}: {e}") from None
-    return TokenSettings(module, label, pin_file, login)
+    return TokenSettings(module, label, pin_file, login, oce_root)
 
 
 _LOCALAPI = {"socket", "group", "apps"}

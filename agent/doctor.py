@@ -1,6 +1,6 @@
 """``python -m agent doctor``: check a gateway's agent set-up and say what to fix.
 
-Five checks, in order; each prints one line ``[ OK ]``, ``[WARN]``, ``[FAIL]`` or ``[SKIP]`` with
+The checks, in order; each prints one line ``[ OK ]``, ``[WARN]``, ``[FAIL]`` or ``[SKIP]`` with
 what it found, and for WARN / FAIL an indented ``fix:`` line. The exit status is 0 unless a check
 FAILed (then :data:`EXIT_DOCTOR_FAILED`); the configuration failing stops the rest (they need it).
 
@@ -31,6 +31,10 @@ FAILed (then :data:`EXIT_DOCTOR_FAILED`); the configuration failing stops the re
     The PKCS#11 token opens with its PIN file (or OP-TEE's TEE-identity login), passes the start-up
     probe of ``run`` (every mechanism the agent needs, e.g. "needs optee_os ≥ 3.17 for
     ECDH1_DERIVE") and holds the identity and receive keys ``init`` generated in it.
+``oce_root`` (with a ``[token]`` table)
+    The CA root pinned at enrolment (``init --ca-root`` / ``pin-ca-root``) parses as a CA
+    certificate: its subject and SHA-256 are shown. None pinned is a WARN: confidential envelopes'
+    OCE signatures are then checked by the portal only (:mod:`agent.ocepin`).
 ``backend``
     Opens the configured backend and reads its identifiers (SE serial, CPLC; a token's device id).
     A running agent holds a card (a second process would break its secure channel session, and a
@@ -498,9 +502,33 @@ def diagnose(config_path: Path, *, max_skew: float = DEFAULT_MAX_SKEW) -> list[C
             close_tokens()
 
 
+def check_oce_root(config: AgentConfig) -> Check:
+    """``[token] oce_root``: the CA root pinned at enrolment, against which the agent verifies a
+    confidential envelope's OCE signature itself. Not pinned: WARN (the portal's check only)."""
+    assert config.token is not None
+    path = config.token.oce_root
+    if path is None:
+        return Check(
+            "oce_root",
+            WARN,
+            "no CA root pinned: a confidential envelope's OCE signature is checked by the portal only, "
+            "so a compromised portal could relay a key from a sender the CA never certified",
+            "pin the Controlling Authority's root: python -m agent pin-ca-root --config CONFIG --ca-root "
+            "ROOT.der (or the portal's https://…/api/v1/ca/<id>/root/ with --ca-root-sha256 FINGERPRINT)",
+        )
+    from agent.ocepin import load_root
+
+    try:
+        root = load_root(path)
+    except ConfigError as e:
+        return Check("oce_root", FAIL, str(e), "pin the CA root again: python -m agent pin-ca-root")
+    return Check("oce_root", OK, f"CA root pinned: {root.subject}, SHA-256 {root.sha256}")
+
+
 def _diagnose(config: AgentConfig, checks: list[Check], max_skew: float) -> list[Check]:
     if config.token is not None:
         checks.append(check_token(config))
+        checks.append(check_oce_root(config))
     probe = _Probe()
     with _client(config) as client:
         reach = check_reachability(config, client, probe)

@@ -40,7 +40,7 @@ from typing import Any
 from agent import __version__
 from agent.backends import CardBackend
 from agent.config import AgentConfig
-from agent.errors import BackendError, TransportError
+from agent.errors import BackendError, ConfigError, TransportError
 from agent.journal import Journal
 from agent.protocol import (
     KIND_APDU_SCRIPT,
@@ -93,6 +93,8 @@ class Runner:
         self._started = clock()
         self._agent: dict[str, Any] | None = None
         self.failures = 0
+        self._root: Any = None  # agent.ocepin.PinnedRoot, once read
+        self._warned_unpinned = False
 
     # -- the request --
 
@@ -257,12 +259,15 @@ class Runner:
             try:
                 if lock is not None:
                     with lock():
-                        result = tokenops.execute(token, command.apdu)
+                        result = tokenops.execute(token, command.apdu, oce_root=self._pinned_root)
                 else:
-                    result = tokenops.execute(token, command.apdu)
+                    result = tokenops.execute(token, command.apdu, oce_root=self._pinned_root)
             except (TokenError, tokenops.TokenOpError) as e:
                 self._finish(item, "interrupted", f"operation {index} ({ops[index]}): {e}")
                 return not isinstance(e, TokenError)
+            except ConfigError as e:  # the pinned CA root is unusable: receive nothing unchecked
+                self._finish(item, "failed", f"operation {index} ({ops[index]}): {e}")
+                return True
             self.journal.response(item.item, index, result.encode())
             log.info(
                 "event=token_op %s index=%d op=%s outcome=%s ms=%.1f",
@@ -277,6 +282,24 @@ class Runner:
                 return True
         self._finish(item, "completed", "")
         return True
+
+    def _pinned_root(self) -> Any:
+        """The CA root pinned at enrolment (``[token] oce_root``), read and parsed once, when the
+        first confidential envelope arrives; None when none is pinned (the portal's check only)."""
+        token = self.config.token
+        if token is None or token.oce_root is None:
+            if not self._warned_unpinned:
+                self._warned_unpinned = True
+                log.warning(
+                    "event=oce_unpinned a confidential envelope arrives and no CA root is pinned: its "
+                    "OCE signature is checked by the portal only (pin one: agent pin-ca-root)"
+                )
+            return None
+        if self._root is None:
+            from agent.ocepin import load_root
+
+            self._root = load_root(token.oce_root)
+        return self._root
 
     def _reject(self, item: WorkItem, detail: str) -> bool:
         self.journal.received(item)

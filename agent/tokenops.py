@@ -17,13 +17,16 @@ Operations (every one is idempotent by outcome, so a retried item is safe):
 ==============  ====================================  ===========================================
 ``receive_key`` ``envelope`` (:mod:`gp.tokenwrap`),    ``received`` — derived into the token and
                 ``replace`` (bool), ``kcv`` (the      confirmed; ``present`` — the same key is
-                sender's declared check value)
-                                                      already there (its CMAC over the envelope's
-                                                      confirmation message equals the tag);
+                sender's declared check value),
+                ``oce`` (a confidential envelope's    already there (its CMAC over the envelope's
+                ``{certificates, signature}``)        confirmation message equals the tag);
                                                       ``conflict`` — another key holds the label;
                                                       ``rejected`` — the envelope failed;
                                                       ``kcv_mismatch`` — confirmed, but not the
-                                                      declared key: destroyed again
+                                                      declared key: destroyed again;
+                                                      ``unauthenticated`` — its OCE signature does
+                                                      not verify to the pinned CA root (the token
+                                                      is not touched; :mod:`agent.ocepin`)
 ``delete_key``  ``label``                             ``deleted`` | ``absent``
 ``delete_sd``   ``aid``                               ``deleted`` (``count``) | ``absent``
 ``list``        ``prefix``                            ``listed``, ``keys``: [[label, length, kcv]]
@@ -42,6 +45,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +75,7 @@ SW_UNEXPECTED = b"\x69\x85"
 KCV_BLOCK = bytes(16)
 OPS = ("receive_key", "delete_key", "delete_sd", "list")
 _OUTCOMES = {
-    "receive_key": {"received", "present", "conflict", "rejected", "kcv_mismatch"},
+    "receive_key": {"received", "present", "conflict", "rejected", "kcv_mismatch", "unauthenticated"},
     "delete_key": {"deleted", "absent"},
     "delete_sd": {"deleted", "absent"},
     "list": {"listed"},
@@ -150,7 +154,7 @@ def decode_op(data: bytes) -> dict[str, Any]:
     if not isinstance(expect, list) or not expect or not set(expect) <= _OUTCOMES[op]:
         raise TokenOpError(f"{op}: expect must list outcomes among {', '.join(sorted(_OUTCOMES[op]))}")
     allowed = {
-        "receive_key": {"envelope", "replace", "kcv"},
+        "receive_key": {"envelope", "replace", "kcv", "oce"},
         "delete_key": {"label"},
         "delete_sd": {"aid"},
         "list": {"prefix"},
@@ -170,6 +174,8 @@ def decode_op(data: bytes) -> dict[str, Any]:
         kcv = obj.get("kcv")
         if kcv is not None and (not isinstance(kcv, str) or not re.fullmatch(r"[0-9A-F]{6}", kcv)):
             raise TokenOpError("receive_key: kcv must be 6 upper-case hex digits")
+        if "oce" in obj:
+            _check_oce(obj["oce"])
     elif op == "delete_key":
         try:
             tokenwrap.check_label(obj.get("label"))
@@ -184,6 +190,24 @@ def decode_op(data: bytes) -> dict[str, Any]:
         if not isinstance(prefix, str) or not prefix.startswith("tessera/sd/") or len(prefix) > 64:
             raise TokenOpError("list: prefix must start with tessera/sd/")
     return obj
+
+
+_HEX = re.compile(r"(?:[0-9A-F]{2})+")
+
+
+def _check_oce(oce: object) -> None:
+    """``{"certificates": [1-4 hex, leaf last], "signature": hex}`` (bounds as the portal's)."""
+    if not isinstance(oce, dict) or set(oce) != {"certificates", "signature"}:
+        raise TokenOpError("receive_key: oce must be {certificates, signature}")
+    certificates, signature = oce["certificates"], oce["signature"]
+    if (
+        not isinstance(certificates, list)
+        or not 1 <= len(certificates) <= 4
+        or not all(isinstance(c, str) and len(c) <= 4096 and _HEX.fullmatch(c) for c in certificates)
+    ):
+        raise TokenOpError("receive_key: oce.certificates must be 1-4 certificates in upper-case hex")
+    if not isinstance(signature, str) or len(signature) > 160 or not _HEX.fullmatch(signature):
+        raise TokenOpError("receive_key: oce.signature must be upper-case hex")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,15 +234,32 @@ def decode_result(rapdu: bytes) -> tuple[dict[str, Any], bool]:
     return obj, rapdu[-2:] == SW_OK
 
 
-def execute(token: Any, data: bytes) -> OpResult:
+def execute(token: Any, data: bytes, *, oce_root: Callable[[], Any] | None = None) -> OpResult:
     """Run one operation on ``token`` (an :class:`agent.pkcs11.token.Token`).
+
+    ``oce_root`` gives the CA root pinned at enrolment (an :class:`agent.ocepin.PinnedRoot`, or
+    None when none is pinned); it is called only for an envelope that carries an OCE signature,
+    which must then verify to that root before the token sees the envelope (else the outcome is
+    ``unauthenticated``). Without a pinned root such an envelope is received as before (the portal
+    checked it; ``doctor`` warns).
 
     :class:`TokenOpError` for a malformed operation; the token's own failures
     (:class:`~agent.pkcs11.token.TokenError`) propagate: the runner reports the item interrupted.
+    A pinned root that cannot be read raises :class:`~agent.errors.ConfigError`.
     """
     op = decode_op(data)
     name, expect = op["op"], set(op["expect"])
     out: dict[str, Any]
+    if name == "receive_key" and "oce" in op and oce_root is not None:
+        root = oce_root()
+        if root is not None:
+            from agent.ocepin import OceUnverified, verify_envelope
+
+            try:
+                verify_envelope(root, op["envelope"], token.device_id(), op["oce"])
+            except OceUnverified as e:
+                out = {"label": op["envelope"].label, "detail": str(e)[:200]}
+                return OpResult("unauthenticated", "unauthenticated" in expect, out)
     if name == "receive_key":
         outcome, out = _receive(token, op["envelope"], replace=op.get("replace", False), kcv=op.get("kcv"))
     elif name == "delete_key":

@@ -206,7 +206,13 @@ def clean_load_keys(se: SecureElement, sd: SecurityDomain, params: dict[str, Any
         "oce_certificate": str(leaf_row.pk),
         "oce_org": leaf_row.subject_org.slug if leaf_row.subject_org_id else "",
     }
-    return clean, json.dumps(envelope.to_json()).encode()
+    # kept sealed with the job: the envelope and its OCE signature, relayed to the device, whose
+    # agent checks the signature again against the CA root pinned at its enrolment (§8.4)
+    relayed = {
+        "envelope": envelope.to_json(),
+        "oce": {"certificates": [c.upper() for c in certificates], "signature": signature.upper()},
+    }
+    return clean, json.dumps(relayed).encode()
 
 
 def _is_hex(value: str, max_bytes: int) -> bool:
@@ -256,10 +262,14 @@ def _portal_key(job: Job, *, kvn: int, length: int) -> tuple[bytes, int]:
     return bytes.fromhex(secrets["new_key"]), int(secrets["new_kvn"])
 
 
-def _receive_op(envelope: tokenwrap.Envelope, *, kcv: str, replace: bool = False) -> bytes:
+def _receive_op(
+    envelope: tokenwrap.Envelope, *, kcv: str, replace: bool = False, oce: dict[str, Any] | None = None
+) -> bytes:
     args: dict[str, Any] = {"envelope": envelope.to_json(), "kcv": kcv}
     if replace:
         args["replace"] = True
+    if oce is not None:
+        args["oce"] = oce
     return tokenops.encode_op("receive_key", expect=["received", "present"], **args)
 
 
@@ -300,13 +310,17 @@ def _operations(job: Job) -> list[bytes]:
         package = _secrets(job).get("package")
         if not package:
             raise tokenwrap.EnvelopeError("the provider's envelope is no longer held")
-        envelope = tokenwrap.Envelope.from_json(json.loads(bytes.fromhex(package)))
+        relayed = json.loads(bytes.fromhex(package))
+        oce = None
+        if "envelope" in relayed:  # {envelope, oce}; a job requested before the OCE relay: the envelope
+            relayed, oce = relayed["envelope"], relayed.get("oce")
+        envelope = tokenwrap.Envelope.from_json(relayed)
         sd = SecurityDomain.objects.get(secure_element=se, aid=params["sd"])
         others = ServiceMasterKey.objects.filter(security_domain=sd, status=MasterKeyStatus.ACTIVE).exclude(
             kvn=params["kvn"]
         )
         return [
-            _receive_op(envelope, kcv=params["kcv"], replace=True),
+            _receive_op(envelope, kcv=params["kcv"], replace=True, oce=oce),
             *(
                 tokenops.encode_op(
                     "delete_key",
@@ -373,6 +387,7 @@ _FAILURE_CODES = {
     "rejected": "envelope_rejected",
     "conflict": "key_conflict",
     "kcv_mismatch": "kcv_mismatch",
+    "unauthenticated": "envelope_unauthenticated",  # the agent's own OCE check (agent.ocepin)
 }
 
 

@@ -79,6 +79,7 @@ class TeeGateway:
     pending: list[WorkResult] = field(default_factory=list)
     ops_run: list[str] = field(default_factory=list)
     drop_next: bool = False  # report the next item interrupted after its first operation (a crash)
+    oce_root: Any = None  # the CA root pinned at enrolment (agent.ocepin.PinnedRoot), if any
 
     @property
     def public_pem(self) -> str:
@@ -108,7 +109,7 @@ class TeeGateway:
             responses: list[bytes] = []
             status = "completed"
             for index, command in enumerate(item.commands):
-                result = tokenops.execute(self.token, command.apdu)
+                result = tokenops.execute(self.token, command.apdu, oce_root=lambda: self.oce_root)
                 self.ops_run.append(f"{tokenops.decode_op(command.apdu)['op']}:{result.outcome}")
                 responses.append(result.encode())
                 if self.drop_next and index == 0:
