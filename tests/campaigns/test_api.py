@@ -183,7 +183,9 @@ def test_a_tsm_runs_a_campaign_for_the_issuer_only_with_a_mandate_covering_sd_cr
 def test_campaign_events_reach_the_owners_and_the_new_providers_webhooks_not_a_strangers(
     fleet: Fleet,
     receiver: Receiver,  # noqa: F811
+    settings: Any,
 ) -> None:
+    settings.EMBEDDED = True  # http://127.0.0.1 receivers, as on the embedded default
     fl = fleet
     owner_hook, owner_secret = hooks.webhook_create(
         actor=fl.w.sei_actor, url=receiver.url + "/sei", event_types=["campaign.*"]

@@ -86,7 +86,7 @@ def test_a_suspended_device_is_refused_at_once_and_readmitted_on_reactivation(jo
     assert jobworld.gateway.post(Client(), _idle_body()).status_code == 200
 
 
-@pytest.mark.parametrize("skew", [-301, 301])
+@pytest.mark.parametrize("skew", [-310, 310])  # clear of the 300 s bound however slow the run
 def test_a_request_created_too_far_from_now_is_refused_stale(jobworld: Any, skew: int) -> None:
     body = _idle_body()
     headers = jobworld.gateway.signed(body, created=int(time.time()) + skew)

@@ -43,7 +43,8 @@ def _texts(user: Any, org: str, paths: list[str]) -> str:
 LISTS = ["switches/", "contracts/", "jobs/?limit=200", "audit/?limit=500", "devices/"]
 
 
-def test_every_party_sees_its_own_part_of_a_completed_switch(sworld, receiver: Receiver):  # noqa: F811
+def test_every_party_sees_its_own_part_of_a_completed_switch(sworld, receiver: Receiver, settings):  # noqa: F811
+    settings.EMBEDDED = True  # http://127.0.0.1 receivers, as on the embedded default
     s = sworld
     new_hook, new_secret = webhooks.webhook_create(
         actor=s.new_provider_actor, url=receiver.url + "/new", event_types=["switch.*"]
