@@ -97,6 +97,69 @@ def _hex(text: str) -> str:
     return text.encode().hex().upper()
 
 
+def _personalize(rt: Runtime, slug: str, gw: Gateway, sd: str, app: str, data: dict[str, str]) -> None:
+    """Personalise the instance ``app`` in ``sd`` with ``data`` (DGI → hex value) in a job of ``slug``."""
+    rt.run_job(
+        slug,
+        gw,
+        "personalize_application",
+        {"sd": sd, "instance_aid": app, "data": [{"dgi": k, "value": v} for k, v in data.items()]},
+    )
+
+
+def _consent(
+    rt: Runtime, provider: str, subscriber: str, gw: Gateway, sd: str, purpose: str, scopes: list[str]
+) -> Any:
+    """The provider asks the subscriber's consent for its SD on the device; the subscriber approves.
+    Returns the consent's id."""
+    consent = rt.call(
+        provider,
+        "POST",
+        f"/orgs/{provider}/consents/",
+        json={"device": gw.serial, "purpose": purpose, "scopes": scopes, "duration_days": 365, "sd_aid": sd},
+    )
+    rt.call(subscriber, "POST", f"/orgs/{subscriber}/consents/{consent['id']}/approve/", json={})
+    return consent["id"]
+
+
+def _start_switch(rt: Runtime, slug: str, gw: Gateway, provider: str, sd: str, keys_mode: str) -> Any:
+    """``slug`` starts switching the device to ``provider`` (its SD ``sd``); returns the switch."""
+    return rt.call(
+        slug,
+        "POST",
+        f"/orgs/{slug}/switches/",
+        json={"device": gw.serial, "new_provider": provider, "new_sd_aid": sd, "keys_mode": keys_mode},
+        expect=(201,),
+    )
+
+
+def _switch_completed(rt: Runtime, slug: str, switch_id: Any) -> None:
+    """Wait for the switch to end; a switch that does not complete fails the story."""
+    done = rt.wait_switch(slug, switch_id)
+    if done["state"] != "completed":
+        raise StoryFailed(f"the switch ended {done['state']} ({done.get('error_code') or ''})")
+
+
+def _read_back(rt: Runtime, gw: Gateway, what: str) -> Any:
+    """The closing step: every agent stops and the device's card is read back; returns its registry."""
+    with rt.step(f"Every agent stops; the {what}'s card is read back") as o:
+        rt.stop_all()
+        registry = rt.card(gw)
+        o["text"] = f"{len(card_sds(registry))} SDs on the card"
+    return registry
+
+
+def _check_provider_custody(rt: Runtime, who: str, gw: Gateway, sd: str, claim: str) -> None:
+    """Check that every live key set of ``sd`` is in the provider's custody and nothing is sealed."""
+    live = _live_keysets(gw, sd)
+    rt.check(
+        who,
+        claim,
+        bool(live) and all(k.custody == "provider" and not k.sealed for k in live),
+        str([(k.kvn, k.custody) for k in live]),
+    )
+
+
 # --- utilities --------------------------------------------------------------------------------
 
 GRIDCO_SD = "A0000001515350475249"  # GridCo's own SD (it is also the SE issuer)
@@ -110,8 +173,6 @@ CONSUMPTION_APP = "F0544553534D0101434F"
 
 def utilities(rt: Runtime) -> None:
     """Grid operator, two suppliers and a homeowner on one smart meter."""
-    from tenants.models import Contract
-
     rt.say("Utilities: GridCo issues the meter's secure element; Ana's household switches supplier.")
     with rt.step(
         "VoltaMeter builds a meter for Ana; GridCo enrols its secure element; its agent starts"
@@ -123,16 +184,15 @@ def utilities(rt: Runtime) -> None:
     with rt.step("Ana signs an electricity contract with SunPower (SP-1), switching allowed") as o:
         from tenants.models import Organisation
 
-        orgs = {x.slug: x for x in Organisation.objects.filter(slug__in=["home-ana", "sunpower", "gridco"])}
-        Contract.objects.create(
-            subscriber=orgs["home-ana"],
-            provider=orgs["sunpower"],
-            device_id=gw.device_id,
-            service="Electricity supply",
-            sd_aid=SUNPOWER_SD,
+        _sign(
+            gw,
+            "home-ana",
+            "sunpower",
+            "Electricity supply",
+            SUNPOWER_SD,
             switch_allowed=True,
             notice_days=14,
-            connectivity_payer=orgs["gridco"],
+            connectivity_payer=Organisation.objects.get(slug="gridco"),
         )
         o["text"] = "contract in force"
     with rt.step("GridCo creates its own security domain and installs its line-quality application") as o:
@@ -140,35 +200,22 @@ def utilities(rt: Runtime) -> None:
         _install(rt, "gridco", gw, GRIDCO_SD, LINE_QUALITY_APP)
         o["text"] = "line-quality app selectable in GridCo's SD"
     with rt.step("SunPower asks Ana's consent for its security domain; Ana approves on her phone") as o:
-        consent = rt.call(
+        _consent(
+            rt,
             "sunpower",
-            "POST",
-            "/orgs/sunpower/consents/",
-            json={
-                "device": gw.serial,
-                "purpose": "Electricity supply and billing",
-                "scopes": ["own_security_domain", "install_application", "readings"],
-                "duration_days": 365,
-                "sd_aid": SUNPOWER_SD,
-            },
+            "home-ana",
+            gw,
+            SUNPOWER_SD,
+            "Electricity supply and billing",
+            ["own_security_domain", "install_application", "readings"],
         )
-        rt.call("home-ana", "POST", f"/orgs/home-ana/consents/{consent['id']}/approve/", json={})
         o["text"] = "consent granted"
     with rt.step("The TSM creates SunPower's security domain for it; SunPower installs its billing app") as o:
         rt.run_job(
             "trustsm", gw, "create_security_domain", {"aid": SUNPOWER_SD, "owner": "sunpower"}, "gridco"
         )
         _install(rt, "sunpower", gw, SUNPOWER_SD, BILLING_APP)
-        rt.run_job(
-            "sunpower",
-            gw,
-            "personalize_application",
-            {
-                "sd": SUNPOWER_SD,
-                "instance_aid": BILLING_APP,
-                "data": [{"dgi": "0101", "value": _hex("SP1-TARIFF-A")}],
-            },
-        )
+        _personalize(rt, "sunpower", gw, SUNPOWER_SD, BILLING_APP, {"0101": _hex("SP1-TARIFF-A")})
         o["text"] = "billing app personalised"
     with rt.step(
         "GridCo personalises the card's CASD (CA key and certificate) for confidential key loading"
@@ -180,18 +227,7 @@ def utilities(rt: Runtime) -> None:
         greenwatt.ready()
         o["text"] = "certified by the Controlling Authority"
     with rt.step("Ana switches to GreenWatt, keys loaded confidentially (make-before-break)") as o:
-        sw = rt.call(
-            "home-ana",
-            "POST",
-            "/orgs/home-ana/switches/",
-            json={
-                "device": gw.serial,
-                "new_provider": "greenwatt",
-                "new_sd_aid": GREENWATT_SD,
-                "keys_mode": "confidential",
-            },
-            expect=(201,),
-        )
+        sw = _start_switch(rt, "home-ana", gw, "greenwatt", GREENWATT_SD, "confidential")
         rt.wait_for(
             "the switch to wait for GreenWatt's keys",
             lambda: (
@@ -204,18 +240,13 @@ def utilities(rt: Runtime) -> None:
         loaded = greenwatt.load_keys(gw.device_id, GREENWATT_SD)
         o["text"] = f"receipt verified: {loaded.get('receipt_verified')}"
     with rt.step("The switch verifies the card, deletes SunPower's SD and ends SunPower's contract") as o:
-        done = rt.wait_switch("home-ana", sw["id"])
-        if done["state"] != "completed":
-            raise StoryFailed(f"the switch ended {done['state']} ({done.get('error_code') or ''})")
+        _switch_completed(rt, "home-ana", sw["id"])
         o["text"] = "switch completed"
     with rt.step("GridCo creates Ana's own security domain; Ana installs her consumption application") as o:
         rt.run_job("gridco", gw, "create_security_domain", {"aid": HOME_SD, "owner": "home-ana"})
         _install(rt, "home-ana", gw, HOME_SD, CONSUMPTION_APP)
         o["text"] = "consumption app installed beside the others"
-    with rt.step("Every agent stops; the meter's card is read back") as o:
-        rt.stop_all()
-        registry = rt.card(gw)
-        o["text"] = f"{len(card_sds(registry))} SDs on the card"
+    registry = _read_back(rt, gw, "meter")
 
     sds, apps = card_sds(registry), card_apps(registry)
     rt.check(
@@ -242,12 +273,12 @@ def utilities(rt: Runtime) -> None:
         in card_kvns(registry, GREENWATT_SD),
         f"card KVNs {card_kvns(registry, GREENWATT_SD)}, store {[k.get('kvn') for k in store_sets]}",
     )
-    live = _live_keysets(gw, GREENWATT_SD)
-    rt.check(
+    _check_provider_custody(
+        rt,
         "GreenWatt (SP-2)",
+        gw,
+        GREENWATT_SD,
         "Tessera holds no key of its SD (key sets in the provider's custody, nothing sealed)",
-        bool(live) and all(k.custody == "provider" and not k.sealed for k in live),
-        str([(k.kvn, k.custody) for k in live]),
     )
     rt.check(
         "Ana",
@@ -318,43 +349,18 @@ def automotive(rt: Runtime) -> None:
         name = names[slug]
         with rt.step(f"Ben signs up with {name} ({purpose}); {name} asks his consent; Ben approves") as o:
             _sign(gw, "owner-ben", slug, purpose, sd)
-            c = rt.call(
-                slug,
-                "POST",
-                f"/orgs/{slug}/consents/",
-                json={
-                    "device": gw.serial,
-                    "purpose": purpose,
-                    "scopes": scopes,
-                    "duration_days": 365,
-                    "sd_aid": sd,
-                },
-            )
-            rt.call("owner-ben", "POST", f"/orgs/owner-ben/consents/{c['id']}/approve/", json={})
-            consents[slug] = c["id"]
+            consents[slug] = _consent(rt, slug, "owner-ben", gw, sd, purpose, scopes)
             o["text"] = "granted"
         with rt.step(f"AutoWerk creates {name}'s security domain (its keys go to {name}'s vault)") as o:
             rt.run_job("autowerk", gw, "create_security_domain", {"aid": sd, "owner": slug})
             o["text"] = "SD on the card"
     with rt.step("TrackGuard installs and personalises its tracker (server address)") as o:
         _install(rt, "trackguard", gw, TRACKER_SD, TRACKER_APP)
-        data = [{"dgi": k, "value": v} for k, v in TRACKER_DATA.items()]
-        rt.run_job(
-            "trackguard",
-            gw,
-            "personalize_application",
-            {"sd": TRACKER_SD, "instance_aid": TRACKER_APP, "data": data},
-        )
+        _personalize(rt, "trackguard", gw, TRACKER_SD, TRACKER_APP, TRACKER_DATA)
         o["text"] = "tracker personalised"
     with rt.step("DriveSure installs and personalises its driving-data recorder (policy number)") as o:
         _install(rt, "drivesure", gw, INSURER_SD, INSURER_APP)
-        data = [{"dgi": k, "value": v} for k, v in INSURER_DATA.items()]
-        rt.run_job(
-            "drivesure",
-            gw,
-            "personalize_application",
-            {"sd": INSURER_SD, "instance_aid": INSURER_APP, "data": data},
-        )
+        _personalize(rt, "drivesure", gw, INSURER_SD, INSURER_APP, INSURER_DATA)
         o["text"] = "recorder personalised"
     with rt.step("Ben withdraws DriveSure's consent; its SD removal runs on the car") as o:
         revoked = rt.call(
@@ -374,10 +380,7 @@ def automotive(rt: Runtime) -> None:
     with rt.step("Ben sees the removal done on his consent's history") as o:
         history = rt.call("owner-ben", "GET", f"/orgs/owner-ben/consents/{consents['drivesure']}/history/")
         o["text"] = f"{len(history.get('results', history) if isinstance(history, dict) else history)} events"
-    with rt.step("Every agent stops; the car's card is read back") as o:
-        rt.stop_all()
-        registry = rt.card(gw)
-        o["text"] = f"{len(card_sds(registry))} SDs on the card"
+    registry = _read_back(rt, gw, "car")
 
     sds, apps = card_sds(registry), card_apps(registry)
     rt.check(
@@ -488,15 +491,12 @@ def healthcare(rt: Runtime) -> None:
         )
         o["text"] = f"kit {gw.serial} online"
     with rt.step("CareKit leases the kit to North Clinic: a contract that needs no consent from Cara") as o:
-        from tenants.models import Contract, Organisation
-
-        orgs = {x.slug: x for x in Organisation.objects.filter(slug__in=["patient-cara", "northclinic"])}
-        Contract.objects.create(
-            subscriber=orgs["patient-cara"],
-            provider=orgs["northclinic"],
-            device_id=gw.device_id,
-            service="Remote patient monitoring",
-            sd_aid=NORTH_SD,
+        _sign(
+            gw,
+            "patient-cara",
+            "northclinic",
+            "Remote patient monitoring",
+            NORTH_SD,
             switch_allowed=False,
             consent_required=False,
         )
@@ -521,12 +521,12 @@ def healthcare(rt: Runtime) -> None:
         north.ready()
         loaded = north.load_keys(gw.device_id, NORTH_SD)
         o["text"] = f"receipt verified: {loaded.get('receipt_verified')}"
-    live = _live_keysets(gw, NORTH_SD)
-    rt.check(
+    _check_provider_custody(
+        rt,
         "North Clinic",
+        gw,
+        NORTH_SD,
         "Tessera holds no key of its SD: the TSM's first keys replaced by its own (provider's custody)",
-        bool(live) and all(k.custody == "provider" and not k.sealed for k in live),
-        str([(k.kvn, k.custody) for k in live]),
     )
     with rt.step("North Clinic provisions its server address and public key in its own session") as o:
         north.personalize(gw.device_id, NORTH_SD, NORTH_APP, north_data)
@@ -544,37 +544,15 @@ def healthcare(rt: Runtime) -> None:
         card_personalisation(before, NORTH_APP) == north_data and NORTH_SD in card_sds(before),
     )
     with rt.step("CareKit re-leases the kit to South Clinic: a switch the lessor starts, Cara informed") as o:
-        sw = rt.call(
-            "carekit",
-            "POST",
-            "/orgs/carekit/switches/",
-            json={
-                "device": gw.serial,
-                "new_provider": "southclinic",
-                "new_sd_aid": SOUTH_SD,
-                "keys_mode": "portal",
-            },
-            expect=(201,),
-        )
-        done = rt.wait_switch("carekit", sw["id"])
-        if done["state"] != "completed":
-            raise StoryFailed(f"the switch ended {done['state']} ({done.get('error_code') or ''})")
+        sw = _start_switch(rt, "carekit", gw, "southclinic", SOUTH_SD, "portal")
+        _switch_completed(rt, "carekit", sw["id"])
         o["text"] = "South Clinic's SD and keys in place, North Clinic's SD deleted"
     south_data = _clinic_data("southclinic")
     with rt.step("South Clinic installs its monitoring app and provisions its server address and key") as o:
         _install(rt, "southclinic", gw, SOUTH_SD, SOUTH_APP)
-        data = [{"dgi": k, "value": v} for k, v in south_data.items()]
-        rt.run_job(
-            "southclinic",
-            gw,
-            "personalize_application",
-            {"sd": SOUTH_SD, "instance_aid": SOUTH_APP, "data": data},
-        )
+        _personalize(rt, "southclinic", gw, SOUTH_SD, SOUTH_APP, south_data)
         o["text"] = "personalised"
-    with rt.step("Every agent stops; the kit's card is read back") as o:
-        rt.stop_all()
-        registry = rt.card(gw)
-        o["text"] = f"{len(card_sds(registry))} SDs on the card"
+    registry = _read_back(rt, gw, "kit")
 
     sds, apps = card_sds(registry), card_apps(registry)
     rt.check(
