@@ -24,15 +24,9 @@
   // Each job event of the organisation's stream is only a signal: the element showing that job
   // (data-live-job), that device (data-live-device) or every job (data-live-all) fetches its own
   // fragment again with htmx, so what appears is always what the server renders, scoped as usual.
+  // The stream is followed by TesseraLive.follow (js/live-events.js, included before this script).
   var status = document.getElementById("live-status");
-  if (!status || !status.dataset.wsPath || !("WebSocket" in window) || !window.htmx) return;
-  var attempts = 0;
-  var everConnected = false;
-
-  function setStatus(state, text) {
-    status.dataset.state = state;
-    status.textContent = text;
-  }
+  if (!status || !status.dataset.wsPath || !("WebSocket" in window) || !window.htmx || !window.TesseraLive) return;
 
   function refresh(ev) {
     var nodes = document.querySelectorAll("[data-live-job], [data-live-device], [data-live-all]");
@@ -45,36 +39,8 @@
     });
   }
 
-  function connect() {
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var ws;
-    try {
-      ws = new WebSocket(scheme + window.location.host + status.dataset.wsPath);
-    } catch (e) {
-      setStatus("error", "Live updates unavailable — reload to refresh");
-      return;
-    }
-    ws.onopen = function () {
-      attempts = 0;
-      setStatus("on", "Live");
-      if (everConnected) refresh(null);  // events sent while we were away are not replayed
-      everConnected = true;
-    };
-    ws.onmessage = function (msg) {
-      var ev;
-      try { ev = JSON.parse(msg.data); } catch (e) { return; }
-      if (ev && ev.kind === "job") refresh(ev);
-    };
-    ws.onclose = function (e) {
-      if (e.code === 4403 || e.code === 4404 || attempts >= 5) {
-        setStatus("error", "Live updates unavailable — reload to refresh");
-        return;
-      }
-      attempts += 1;
-      setStatus("off", "Reconnecting…");
-      window.setTimeout(connect, Math.min(30000, 1000 * Math.pow(2, attempts)));
-    };
-  }
-
-  connect();
+  window.TesseraLive.follow(status.dataset.wsPath, status, {
+    opened: function (again) { if (again) refresh(null); },  // events sent while away are not replayed
+    event: function (ev) { if (ev && ev.kind === "job") refresh(ev); },
+  });
 })();
