@@ -26,8 +26,44 @@ from gp.scp03 import StaticKeys
 ISD_AID = "A000000151000000"
 
 
+class ExchangeLoop:
+    """The agent loop the in-process gateways share: report the pending results, forget those the
+    portal acknowledges, run the work it hands out. A gateway says who it is (``agent_info``), how
+    it posts a signed body (``post``) and how it runs one work item (``perform``)."""
+
+    pending: list[WorkResult]
+
+    def agent_info(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def post(self, client: Any, body: bytes) -> Any:
+        raise NotImplementedError
+
+    def perform(self, item: Any) -> WorkResult:
+        raise NotImplementedError
+
+    def exchange(self, client: Any) -> ExchangeResponse:
+        request = ExchangeRequest(agent=self.agent_info(), results=tuple(self.pending), health={})
+        response = self.post(client, encode(request.to_json()))
+        assert response.status_code == 200, response.content
+        answer = ExchangeResponse.from_json(decode(response.content))
+        acked = set(answer.acks)
+        self.pending = [r for r in self.pending if r.item not in acked]
+        for item in answer.work:
+            self.pending.append(self.perform(item))
+        return answer
+
+    def run(self, client: Any, rounds: int = 30) -> int:
+        """Poll until an answer brings no work and nothing is left to report. Returns rounds used."""
+        for n in range(1, rounds + 1):
+            answer = self.exchange(client)
+            if not answer.work and not self.pending:
+                return n
+        raise AssertionError("the gateway kept receiving work")
+
+
 @dataclass
-class Gateway:
+class Gateway(ExchangeLoop):
     key: ec.EllipticCurvePrivateKey
     card: SoftCard
     isd_keys: StaticKeys
@@ -65,33 +101,19 @@ class Gateway:
         headers = headers if headers is not None else self.signed(body)
         return client.post(EXCHANGE_PATH, data=body, content_type="application/json", headers=headers)
 
-    def exchange(self, client: Any) -> ExchangeResponse:
-        request = ExchangeRequest(
-            agent={"version": "test", "backend": "soft"}, results=tuple(self.pending), health={}
-        )
-        response = self.post(client, encode(request.to_json()))
-        assert response.status_code == 200, response.content
-        answer = ExchangeResponse.from_json(decode(response.content))
-        acked = set(answer.acks)
-        self.pending = [r for r in self.pending if r.item not in acked]
-        for item in answer.work:
-            responses: list[bytes] = []
-            status = "completed"
-            for command in item.commands:
-                self.executed.append(command.apdu)
-                rapdu = self.card.transmit(command.apdu)
-                responses.append(rapdu)
-                sw = int.from_bytes(rapdu[-2:], "big")
-                if command.expect and not sw_matches(sw, command.expect):
-                    status = "failed"
-                    break
-            self.pending.append(WorkResult(item=item.item, status=status, responses=tuple(responses)))
-        return answer
+    def agent_info(self) -> dict[str, Any]:
+        return {"version": "test", "backend": "soft"}
 
-    def run(self, client: Any, rounds: int = 30) -> int:
-        """Poll until an answer brings no work and nothing is left to report. Returns rounds used."""
-        for n in range(1, rounds + 1):
-            answer = self.exchange(client)
-            if not answer.work and not self.pending:
-                return n
-        raise AssertionError("the gateway kept receiving work")
+    def perform(self, item: Any) -> WorkResult:
+        """Transmit the item's commands to the soft card, stopping at the first unexpected status."""
+        responses: list[bytes] = []
+        status = "completed"
+        for command in item.commands:
+            self.executed.append(command.apdu)
+            rapdu = self.card.transmit(command.apdu)
+            responses.append(rapdu)
+            sw = int.from_bytes(rapdu[-2:], "big")
+            if command.expect and not sw_matches(sw, command.expect):
+                status = "failed"
+                break
+        return WorkResult(item=item.item, status=status, responses=tuple(responses))

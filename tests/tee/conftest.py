@@ -17,13 +17,11 @@ from agent.httpsig import sign_request
 from agent.protocol import (
     EXCHANGE_PATH,
     KIND_TOKEN_OPS,
-    ExchangeRequest,
-    ExchangeResponse,
     WorkResult,
-    decode,
-    encode,
 )
 from tests.conftest import service_unavailable
+from tests.jobs.gateway import ExchangeLoop
+from tests.support.parties import job_parties
 from tests.support.softhsm import SoftHsm, softhsm_library
 
 TOKENS = ("tee-a", "tee-b")
@@ -72,7 +70,7 @@ def token(softhsm_tee: dict[str, Any]) -> Iterator[Any]:
 
 
 @dataclass
-class TeeGateway:
+class TeeGateway(ExchangeLoop):
     """The agent's side in process: signs with the token's identity, runs token operations on it."""
 
     token: Any
@@ -89,45 +87,32 @@ class TeeGateway:
             .decode()
         )
 
-    def exchange(self, client: Any) -> ExchangeResponse:
-        request = ExchangeRequest(
-            agent={"version": "test", "backend": "pkcs11", **self.token.identifiers()},
-            results=tuple(self.pending),
-            health={},
-        )
-        body = encode(request.to_json())
+    def agent_info(self) -> dict[str, Any]:
+        return {"version": "test", "backend": "pkcs11", **self.token.identifiers()}
+
+    def post(self, client: Any, body: bytes) -> Any:
         headers = sign_request(
             private_key=self.token.identity_signer(), method="POST", path=EXCHANGE_PATH, body=body
         )
-        response = client.post(EXCHANGE_PATH, data=body, content_type="application/json", headers=headers)
-        assert response.status_code == 200, response.content
-        answer = ExchangeResponse.from_json(decode(response.content))
-        acked = set(answer.acks)
-        self.pending = [r for r in self.pending if r.item not in acked]
-        for item in answer.work:
-            assert item.kind == KIND_TOKEN_OPS
-            responses: list[bytes] = []
-            status = "completed"
-            for index, command in enumerate(item.commands):
-                result = tokenops.execute(self.token, command.apdu, oce_root=lambda: self.oce_root)
-                self.ops_run.append(f"{tokenops.decode_op(command.apdu)['op']}:{result.outcome}")
-                responses.append(result.encode())
-                if self.drop_next and index == 0:
-                    status = "interrupted"
-                    self.drop_next = False
-                    break
-                if not result.ok:
-                    status = "failed"
-                    break
-            self.pending.append(WorkResult(item=item.item, status=status, responses=tuple(responses)))
-        return answer
+        return client.post(EXCHANGE_PATH, data=body, content_type="application/json", headers=headers)
 
-    def run(self, client: Any, rounds: int = 30) -> int:
-        for n in range(1, rounds + 1):
-            answer = self.exchange(client)
-            if not answer.work and not self.pending:
-                return n
-        raise AssertionError("the gateway kept receiving work")
+    def perform(self, item: Any) -> WorkResult:
+        """Run the item's token operations on the token, stopping at the first that fails."""
+        assert item.kind == KIND_TOKEN_OPS
+        responses: list[bytes] = []
+        status = "completed"
+        for index, command in enumerate(item.commands):
+            result = tokenops.execute(self.token, command.apdu, oce_root=lambda: self.oce_root)
+            self.ops_run.append(f"{tokenops.decode_op(command.apdu)['op']}:{result.outcome}")
+            responses.append(result.encode())
+            if self.drop_next and index == 0:
+                status = "interrupted"
+                self.drop_next = False
+                break
+            if not result.ok:
+                status = "failed"
+                break
+        return WorkResult(item=item.item, status=status, responses=tuple(responses))
 
 
 @dataclass
@@ -166,28 +151,9 @@ def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any)
     from devices.services import device_register
     from keys.handover import secure_element_casd_record
     from keys.services import secure_element_enrol
-    from portal.celery import app
-    from tenants.access import Actor
-    from tenants.models import Mandate, MemberRole, OrgRole
-    from tests import factories as f
 
-    settings.TESSERA_AGENT_HOLD_MS = 0
-    monkeypatch.setitem(app.conf, "task_always_eager", True)
-    monkeypatch.setitem(app.conf, "task_eager_propagates", True)
-    sei = f.OrganisationFactory(slug="sei", roles=[OrgRole.SE_ISSUER, OrgRole.DEVICE_MANUFACTURER])
-    tsm = f.OrganisationFactory(slug="tsm", roles=[OrgRole.TSM])
-    provider = f.OrganisationFactory(slug="supplier", roles=[OrgRole.SERVICE_PROVIDER])
-    stranger = f.OrganisationFactory(slug="stranger", roles=[OrgRole.SERVICE_PROVIDER])
-    users = {}
-    for org in (sei, tsm, provider, stranger):
-        users[org.slug] = f.MembershipFactory(
-            org=org, user=f.UserFactory(username=f"{org.slug}-user"), role=MemberRole.OWNER
-        ).user
-    Mandate.objects.create(
-        grantor=sei, grantee=tsm, actions=["devices.view", "sd.create", "sd.delete", "status.read"]
-    )
-    Mandate.objects.create(grantor=provider, grantee=tsm, actions=["sd.create", "sd.delete", "keys.rotate"])
-    sei_actor = Actor(user=users["sei"], org=sei, member_role=MemberRole.OWNER)
+    p = job_parties(settings, monkeypatch)
+    sei_actor = p.sei_actor
     gateway = TeeGateway(token)
     serial = token.device_id().hex().upper()
     device = device_register(
@@ -223,24 +189,17 @@ def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any)
         public_key=token.receive_public_point(),
         ca=make_ca(),
     )
-    provider_actor = Actor(user=users["supplier"], org=provider, member_role=MemberRole.OWNER)
     oce_key, csr = make_csr()
-    oce = ca_services.oce_request(actor=provider_actor, csr_pem=csr)
+    oce = ca_services.oce_request(actor=p.provider_actor, csr_pem=csr)
     device.refresh_from_db()
     return TeeWorld(
-        sei=sei,
-        tsm=tsm,
-        provider=provider,
-        stranger=stranger,
+        sei=p.sei,
+        tsm=p.tsm,
+        provider=p.provider,
+        stranger=p.stranger,
         sei_actor=sei_actor,
-        tsm_for_sei=Actor(
-            user=users["tsm"],
-            org=tsm,
-            member_role=MemberRole.OWNER,
-            on_behalf_of=sei,
-            mandate=Mandate.objects.get(grantor=sei, grantee=tsm),
-        ),
-        provider_actor=provider_actor,
+        tsm_for_sei=p.tsm_for_sei,
+        provider_actor=p.provider_actor,
         device=device,
         se=enrolment.secure_element,
         gateway=gateway,
