@@ -229,9 +229,23 @@ def test_backend_failure_and_a_running_agent(live_server: Any, manufacturer: Any
     assert "does not exist" in stdout and "fix:" in stdout
 
 
-def test_a_token_gateway_passes_and_a_wrong_pin_fails_the_token_check(
-    live_server: Any, manufacturer: Any, tmp_path: Path
-) -> None:
+# A token gateway with no CA root pinned: every check passes, the unpinned root only warns.
+TOKEN_GATEWAY_OK = {
+    "config": ["OK"],
+    "token": ["OK"],
+    "oce_root": ["WARN"],
+    "reachability": ["OK"],
+    "clock": ["OK"],
+    "signature": ["OK"],  # signed inside the token
+    "backend": ["OK"],
+}
+
+
+def _token_gateway(
+    live_server: Any, manufacturer: Any, tmp_path: Path, serial: str, label: str, *extra: str
+) -> tuple[Any, dict[str, str], Path]:
+    """A gateway provisioned with its identity in a fresh SoftHSM token ``label`` (``extra``: more
+    ``init`` options) and enrolled; returns it, the environment naming the token and the PIN file."""
     from tests.conftest import service_unavailable
     from tests.support.softhsm import SoftHsm, softhsm_library
 
@@ -239,27 +253,28 @@ def test_a_token_gateway_passes_and_a_wrong_pin_fails_the_token_check(
     if library is None:
         service_unavailable("SoftHSMv2 (softhsm2-util and its module) is not installed")
     hsm = SoftHsm.create(library, tmp_path / "hsm")
-    hsm.init_token("gw-doctor")
+    hsm.init_token(label)
     env = {"SOFTHSM2_CONF": str(hsm.conf)}
     pin = tmp_path / "token.pin"
     pin.write_text(hsm.pin + "\n")
     pin.chmod(0o600)
     gw = provision(
-        tmp_path / "gw", live_server.url, "GW-TOKEN-1",
-        "--token-module", library, "--token-label", "gw-doctor", "--token-pin-file", str(pin),
+        tmp_path / "gw", live_server.url, serial,
+        "--token-module", library, "--token-label", label, "--token-pin-file", str(pin),
+        *extra,
         env=env,
     )  # fmt: skip
+    return gw, env, pin
+
+
+def test_a_token_gateway_passes_and_a_wrong_pin_fails_the_token_check(
+    live_server: Any, manufacturer: Any, tmp_path: Path
+) -> None:
+    gw, env, pin = _token_gateway(live_server, manufacturer, tmp_path, "GW-TOKEN-1", "gw-doctor")
     enrol(manufacturer, gw)
     code, stdout, statuses = _doctor(gw.config, env=env)
     assert code == 0, stdout
-    assert statuses == {
-        "config": ["OK"],
-        "token": ["OK"],
-        "reachability": ["OK"],
-        "clock": ["OK"],
-        "signature": ["OK"],  # signed inside the token
-        "backend": ["OK"],
-    }, stdout
+    assert statuses == TOKEN_GATEWAY_OK, stdout
     assert f"identity key id {gw.init['key_id']}" in stdout
 
     pin.write_text("00000000\n")
@@ -275,35 +290,13 @@ def test_a_gateway_whose_token_is_the_key_store_passes(
     """``[token]`` with ``backend = "pkcs11:LABEL"`` (no identity_key, no soft SE): the doctor signs
     through the token (agent.config.load_identity) and opens the token backend
     (agent.backends.open_configured_backend)."""
-    from tests.conftest import service_unavailable
-    from tests.support.softhsm import SoftHsm, softhsm_library
-
-    library = softhsm_library()
-    if library is None:
-        service_unavailable("SoftHSMv2 (softhsm2-util and its module) is not installed")
-    hsm = SoftHsm.create(library, tmp_path / "hsm")
-    hsm.init_token("gw-tee")
-    env = {"SOFTHSM2_CONF": str(hsm.conf)}
-    pin = tmp_path / "token.pin"
-    pin.write_text(hsm.pin + "\n")
-    pin.chmod(0o600)
-    gw = provision(
-        tmp_path / "gw", live_server.url, "GW-TEE-1",
-        "--token-module", library, "--token-label", "gw-tee", "--token-pin-file", str(pin),
-        "--backend", "pkcs11:gw-tee",
-        env=env,
-    )  # fmt: skip
+    gw, env, _ = _token_gateway(
+        live_server, manufacturer, tmp_path, "GW-TEE-1", "gw-tee", "--backend", "pkcs11:gw-tee"
+    )
     assert "identity_key" not in gw.config.read_text()
     enrol(manufacturer, gw)
     code, stdout, statuses = _doctor(gw.config, env=env)
     assert code == 0, stdout
-    assert statuses == {
-        "config": ["OK"],
-        "token": ["OK"],
-        "reachability": ["OK"],
-        "clock": ["OK"],
-        "signature": ["OK"],
-        "backend": ["OK"],
-    }, stdout
+    assert statuses == TOKEN_GATEWAY_OK, stdout
     assert "backend pkcs11" in stdout and "pkcs11: key store" in stdout
     assert f"key id {gw.init['key_id']}" in stdout
