@@ -50,8 +50,12 @@ async def hold(device_id: Any, timeout: float, ready: Callable[[], Awaitable[boo
     if layer is None or timeout <= 0:
         return await ready()
     group = device_group(device_id)
-    channel = await layer.new_channel()
-    await layer.group_add(group, channel)
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+    except Exception:  # noqa: BLE001 - no layer (Redis down or slow): answer now, the agent polls again
+        log.warning("long poll of device %s not held: the channel layer failed", device_id, exc_info=True)
+        return await ready()
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -65,6 +69,9 @@ async def hold(device_id: Any, timeout: float, ready: Callable[[], Awaitable[boo
                 await asyncio.wait_for(layer.receive(channel), min(left, RECHECK_SECONDS))
             except TimeoutError:
                 pass  # a wake-up lost by the layer costs at most RECHECK_SECONDS
+            except Exception:  # noqa: BLE001 - e.g. redis.exceptions.TimeoutError (not a TimeoutError)
+                log.warning("channel layer receive failed for device %s", device_id, exc_info=True)
+                await asyncio.sleep(min(left, RECHECK_SECONDS))  # go on by re-reading the marker
     finally:
         with contextlib.suppress(Exception):
             await layer.group_discard(group, channel)
