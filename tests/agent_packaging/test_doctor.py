@@ -252,6 +252,7 @@ def _token_gateway(
     library = softhsm_library()
     if library is None:
         service_unavailable("SoftHSMv2 (softhsm2-util and its module) is not installed")
+    assert library is not None
     hsm = SoftHsm.create(library, tmp_path / "hsm")
     hsm.init_token(label)
     env = {"SOFTHSM2_CONF": str(hsm.conf)}
