@@ -6,23 +6,14 @@ from typing import Any
 import pytest
 
 from tests.jobs.gateway import ISD_AID, Gateway
-from tests.support.parties import job_parties
+from tests.support.parties import Parties, job_parties
 
 
 @dataclass
-class JobWorld:
-    sei: Any
-    tsm: Any
-    provider: Any
-    stranger: Any
-    sei_actor: Any
-    tsm_for_sei: Any
-    provider_actor: Any
-    stranger_actor: Any
+class JobWorld(Parties):
     device: Any
     se: Any
     gateway: Gateway
-    users: dict[str, Any]
 
 
 @pytest.fixture
@@ -53,17 +44,4 @@ def jobworld(transactional_db: Any, settings: Any, monkeypatch: Any) -> JobWorld
         device_serial="GW-0001",
     )
     device.refresh_from_db()
-    return JobWorld(
-        sei=p.sei,
-        tsm=p.tsm,
-        provider=p.provider,
-        stranger=p.stranger,
-        sei_actor=p.sei_actor,
-        tsm_for_sei=p.tsm_for_sei,
-        provider_actor=p.provider_actor,
-        stranger_actor=p.stranger_actor,
-        device=device,
-        se=enrolment.secure_element,
-        gateway=gateway,
-        users=p.users,
-    )
+    return JobWorld(**vars(p), device=device, se=enrolment.secure_element, gateway=gateway)

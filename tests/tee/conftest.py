@@ -21,7 +21,7 @@ from agent.protocol import (
 )
 from tests.conftest import service_unavailable
 from tests.jobs.gateway import ExchangeLoop
-from tests.support.parties import job_parties
+from tests.support.parties import Parties, job_parties
 from tests.support.softhsm import SoftHsm, softhsm_library
 
 TOKENS = ("tee-a", "tee-b")
@@ -116,14 +116,7 @@ class TeeGateway(ExchangeLoop):
 
 
 @dataclass
-class TeeWorld:
-    sei: Any
-    tsm: Any
-    provider: Any
-    stranger: Any
-    sei_actor: Any
-    tsm_for_sei: Any
-    provider_actor: Any
+class TeeWorld(Parties):
     device: Any
     se: Any
     gateway: TeeGateway
@@ -153,11 +146,10 @@ def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any)
     from keys.services import secure_element_enrol
 
     p = job_parties(settings, monkeypatch)
-    sei_actor = p.sei_actor
     gateway = TeeGateway(token)
     serial = token.device_id().hex().upper()
     device = device_register(
-        actor=sei_actor,
+        actor=p.sei_actor,
         serial="GW-TEE-1",
         kind="medical_gateway",
         identity_public_key=gateway.public_pem,
@@ -165,7 +157,7 @@ def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any)
         se_serial=serial,
     )
     enrolment = secure_element_enrol(  # a TEE: no ISD key set
-        actor=sei_actor,
+        actor=p.sei_actor,
         serial=serial,
         kind="tee",
         isd_aid=ISD_AID,
@@ -175,7 +167,7 @@ def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any)
     from keys.handover import casd_public_key_der
 
     secure_element_casd_record(
-        actor=sei_actor,
+        actor=p.sei_actor,
         secure_element=enrolment.secure_element,
         casd_der=casd_public_key_der(token.receive_public_point().hex()),
     )
@@ -193,13 +185,7 @@ def teeworld(transactional_db: Any, settings: Any, monkeypatch: Any, token: Any)
     oce = ca_services.oce_request(actor=p.provider_actor, csr_pem=csr)
     device.refresh_from_db()
     return TeeWorld(
-        sei=p.sei,
-        tsm=p.tsm,
-        provider=p.provider,
-        stranger=p.stranger,
-        sei_actor=sei_actor,
-        tsm_for_sei=p.tsm_for_sei,
-        provider_actor=p.provider_actor,
+        **vars(p),
         device=device,
         se=enrolment.secure_element,
         gateway=gateway,
