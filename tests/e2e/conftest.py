@@ -19,6 +19,7 @@ has no endpoint to create organisations.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -71,6 +72,9 @@ USERS = {
     "ca": "ca-owner",
     "provider": "provider-owner",
 }
+
+
+_STACKS = itertools.count(1)
 
 
 def free_port() -> int:
@@ -420,7 +424,9 @@ def start_stack(tmp: Path, *, worker_concurrency: int = 0, **overrides: str) -> 
     for tool in ("daphne", "celery"):
         if not (Path(sys.executable).parent / tool).exists():
             service_unavailable(f"{tool} is not installed in the virtualenv")
-    db_name = f"tessera_e2e_{os.getpid()}"
+    db_name = (
+        f"tessera_e2e_{os.getpid()}_{next(_STACKS)}"  # a module-scoped stack may run beside the session one
+    )
     try:
         _create_database(db_name)
     except Exception as exc:  # noqa: BLE001 - no server, no rights: the services are unavailable
