@@ -19,7 +19,6 @@ has no endpoint to create organisations.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import secrets
@@ -72,9 +71,6 @@ USERS = {
     "ca": "ca-owner",
     "provider": "provider-owner",
 }
-
-
-_STACKS = itertools.count(1)
 
 
 def free_port() -> int:
@@ -424,9 +420,9 @@ def start_stack(tmp: Path, *, worker_concurrency: int = 0, **overrides: str) -> 
     for tool in ("daphne", "celery"):
         if not (Path(sys.executable).parent / tool).exists():
             service_unavailable(f"{tool} is not installed in the virtualenv")
-    db_name = (
-        f"tessera_e2e_{os.getpid()}_{next(_STACKS)}"  # a module-scoped stack may run beside the session one
-    )
+    # Unique per stack: a module-scoped stack may run beside the session one in the same process (and
+    # this module may be imported twice, as pytest's conftest and as tests.e2e.conftest).
+    db_name = f"tessera_e2e_{os.getpid()}_{secrets.token_hex(4)}"
     try:
         _create_database(db_name)
     except Exception as exc:  # noqa: BLE001 - no server, no rights: the services are unavailable
