@@ -59,11 +59,7 @@ class SwitchOut(serializers.Serializer):
             error_code=obj.error_code,
             error_message=obj.error_message,
             current_job=str(obj.current_job_id) if obj.current_job_id else None,
-            log=[
-                {k: v for k, v in e.items() if view == "full" or not e["step"].startswith("delete_old")}
-                for e in obj.log
-                if view == "full" or not e["step"].startswith("delete_old")
-            ],
+            log=[e for e in obj.log if view == "full" or not e["step"].startswith("delete_old")],
         )
         if view == "full":
             data.update(old_provider=obj.old_provider.slug, old_sd_aids=obj.old_sd_aids)

@@ -30,6 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import AuditTag
@@ -688,15 +689,14 @@ def switch_for_finished_job(job_id: Any) -> tuple[Switch, bool] | None:
     return (switch, True) if switch is not None else None
 
 
-def on_job_finished(job_id: Any) -> None:
-    found = switch_for_finished_job(job_id)
-    if found is None:
-        return
-    switch, is_key_load = found
+def on_job_finished(job_id: Any, switch_id: Any, is_key_load: bool) -> None:
+    """Advance ``switch_id`` after its job ``job_id`` ended (the hook found the pair)."""
     if is_key_load:
-        switch_keys_loaded(switch, Job.objects.get(pk=job_id))
+        switch = Switch.objects.filter(pk=switch_id).first()
+        if switch is not None:
+            switch_keys_loaded(switch, Job.objects.get(pk=job_id))
     else:
-        switch_advance(switch.pk)
+        switch_advance(switch_id)
 
 
 def switch_sweep(now: Any = None) -> dict[str, int]:
@@ -705,17 +705,14 @@ def switch_sweep(now: Any = None) -> dict[str, int]:
     now = now or timezone.now()
     counts = {"advanced": 0, "keys_timeout": 0}
     stale = now - timedelta(seconds=int(settings.TESSERA_SWITCH_SWEEP_AFTER_SECONDS))
-    for switch in Switch.objects.filter(
-        state__in=[SwitchState.RUNNING, SwitchState.COMPENSATING], updated_at__lt=stale
-    ).only("pk", "current_job_id"):
-        job_state = (
-            Job.objects.filter(pk=switch.current_job_id).values_list("state", flat=True).first()
-            if switch.current_job_id
-            else None
-        )
-        if job_state is None or job_state in TERMINAL_STATES:
-            switch_advance(switch.pk)
-            counts["advanced"] += 1
+    idle = Switch.objects.filter(
+        Q(current_job__isnull=True) | Q(current_job__state__in=TERMINAL_STATES),
+        state__in=[SwitchState.RUNNING, SwitchState.COMPENSATING],
+        updated_at__lt=stale,
+    )
+    for switch_id in idle.values_list("pk", flat=True):
+        switch_advance(switch_id)
+        counts["advanced"] += 1
     for switch in Switch.objects.filter(state=SwitchState.AWAITING_KEYS, keys_deadline__lt=now):
         with transaction.atomic():
             locked = (

@@ -10,19 +10,21 @@ from portal.tasks import enqueue_on_commit
 
 
 @shared_task(name="switches.job_finished", ignore_result=True)
-def job_finished(job_id: str) -> None:
+def job_finished(job_id: str, switch_id: str, is_key_load: bool) -> None:
     from switches.services import on_job_finished as advance
 
-    advance(job_id)
+    advance(job_id, switch_id, is_key_load)
 
 
 def on_job_finished(job_id: Any, state: str) -> None:
     """``jobs.hooks`` listener: a job ended; if it belongs to a switch, advance it in a worker.
-    One indexed query decides, so jobs outside any switch cost no task."""
+    One indexed query decides (and names the switch), so jobs outside any switch cost no task."""
     from switches.services import switch_for_finished_job
 
-    if switch_for_finished_job(job_id) is not None:
-        enqueue_on_commit(job_finished, args=[str(job_id)])
+    found = switch_for_finished_job(job_id)
+    if found is not None:
+        switch, is_key_load = found
+        enqueue_on_commit(job_finished, args=[str(job_id), str(switch.pk), is_key_load])
 
 
 def sweep(now: Any) -> dict[str, int]:
